@@ -1,0 +1,153 @@
+//! The catalog of feature-set versions. The embedded catalog (the `feature_versions` table of a
+//! SQLite store) is the default; the in-memory one serves stores that have no tables of their
+//! own (the CSV export). Both apply the same evolution rules (`crate::plan`).
+
+mod embedded;
+
+pub use embedded::SqliteCatalog;
+
+use crate::plan::{check_evolution, FeaturePlan, FeatureSetVersion, PlanError};
+use std::collections::HashMap;
+
+/// What registering a version did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// The version was new and is now registered.
+    Registered,
+    /// An identical version was already registered.
+    AlreadyRegistered,
+}
+
+/// Errors of a catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Evolution(#[from] PlanError),
+    #[error("version {id} of `{table}` is already registered with different content (hash {registered}, new {new}): versions are immutable, register the change as version {next}")]
+    Immutable {
+        table: String,
+        id: u32,
+        registered: String,
+        new: String,
+        next: u32,
+    },
+    #[error(
+        "version {id} of `{table}` was registered by someone else meanwhile; reload and retry"
+    )]
+    Conflict { table: String, id: u32 },
+    #[error("catalog storage failed")]
+    Storage(#[from] rusqlite::Error),
+    #[error("catalog entry for `{table}` version {id} is corrupt: {why}")]
+    Corrupt { table: String, id: u32, why: String },
+}
+
+impl CatalogError {
+    /// Whether retrying can help: only a lost race (after reloading) or a storage hiccup.
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            CatalogError::Conflict { .. } | CatalogError::Storage(_)
+        )
+    }
+}
+
+/// A place where feature-set versions are registered and read back.
+pub trait Catalog {
+    /// The registered versions of `table`, oldest first.
+    fn versions(&mut self, table: &str) -> Result<Vec<FeatureSetVersion>, CatalogError>;
+
+    /// Stores a version that [`plan_registration`] accepted. Fails with
+    /// [`CatalogError::Conflict`] if another writer registered the same id first.
+    fn insert(&mut self, table: &str, version: &FeatureSetVersion) -> Result<(), CatalogError>;
+
+    /// Registers `version` after checking it against what is registered; registering an identical
+    /// version again is a no-op.
+    fn register(
+        &mut self,
+        table: &str,
+        version: &FeatureSetVersion,
+    ) -> Result<Registration, CatalogError> {
+        let existing = self.versions(table)?;
+        match plan_registration(table, &existing, version)? {
+            None => Ok(Registration::AlreadyRegistered),
+            Some(stamped) => {
+                self.insert(table, &stamped)?;
+                Ok(Registration::Registered)
+            }
+        }
+    }
+
+    /// Registers every version of a feature-set file (in order) and returns the table's plan as
+    /// the catalog now holds it.
+    fn register_all(
+        &mut self,
+        table: &str,
+        versions: &[FeatureSetVersion],
+    ) -> Result<FeaturePlan, CatalogError> {
+        for version in versions {
+            let outcome = self.register(table, version)?;
+            tracing::debug!(
+                table,
+                version = version.id,
+                ?outcome,
+                "Feature-set version registration."
+            );
+        }
+        Ok(FeaturePlan::new(table, self.versions(table)?)?)
+    }
+}
+
+/// Decides what registering `version` means given the `existing` versions: `None` when an
+/// identical one is registered, or the version to insert (stamped with who and when).
+pub fn plan_registration(
+    table: &str,
+    existing: &[FeatureSetVersion],
+    version: &FeatureSetVersion,
+) -> Result<Option<FeatureSetVersion>, CatalogError> {
+    if let Some(registered) = existing.iter().find(|v| v.id == version.id) {
+        let (registered_hash, new) = (registered.content_hash(), version.content_hash());
+        if registered_hash == new {
+            return Ok(None);
+        }
+        return Err(CatalogError::Immutable {
+            table: table.to_owned(),
+            id: version.id,
+            registered: registered_hash,
+            new,
+            next: existing.len() as u32,
+        });
+    }
+    check_evolution(table, existing.last(), version)?;
+    let mut stamped = version.clone();
+    if stamped.registered_by.is_empty() {
+        stamped.registered_by = std::env::var("USER").unwrap_or_else(|_| "riskflow".to_owned());
+    }
+    if stamped.registered_at.is_empty() {
+        stamped.registered_at = crate::time::now_rfc3339();
+    }
+    Ok(Some(stamped))
+}
+
+/// A catalog that lives as long as the process: for stores without tables of their own.
+#[derive(Default)]
+pub struct MemoryCatalog {
+    tables: HashMap<String, Vec<FeatureSetVersion>>,
+}
+
+impl Catalog for MemoryCatalog {
+    fn versions(&mut self, table: &str) -> Result<Vec<FeatureSetVersion>, CatalogError> {
+        Ok(self.tables.get(table).cloned().unwrap_or_default())
+    }
+
+    fn insert(&mut self, table: &str, version: &FeatureSetVersion) -> Result<(), CatalogError> {
+        let versions = self.tables.entry(table.to_owned()).or_default();
+        if versions.iter().any(|v| v.id == version.id) {
+            return Err(CatalogError::Conflict {
+                table: table.to_owned(),
+                id: version.id,
+            });
+        }
+        versions.push(version.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,304 @@
+//! The one dataflow graph every mode runs, and the driver that feeds it.
+//!
+//! ```text
+//!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──▶ StampVersions ──rows──────┐
+//!  (file/S3/Kafka,    (every worker,  │      (exchange by key;    (version in force   │
+//!   _row assigned)     by chunk)      │       epochs in _row       at the row's date)  │
+//!                                     │       order)                     │ stat deltas   ▼
+//!                                     │                                  ▼          WriteToStore
+//!                                     │                     count_total (differential) ─▶ (worker 0,
+//!                                     └──dead letters────────────────────────────────────▶ one tx/epoch)
+//! ```
+//!
+//! Timestamps are epochs: consecutive runs of `_row`s fixed by the source. An epoch is written
+//! once the frontier has passed it everywhere, so the store only ever holds whole epochs, and
+//! the output never depends on the number of workers.
+
+mod operators;
+mod stats;
+
+pub use operators::{Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WriteToStore};
+pub use stats::{StatDelta, StatKey};
+
+use crate::plan::FeaturePlan;
+use crate::record::{LoanRow, YearRange};
+use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError, StatTotal};
+use crate::source::{Poll, RawChunk, Source, SourceError};
+use differential_dataflow::operators::count::CountTotal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::core::{Concatenate, Probe};
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
+
+/// A row with the value of every definition the plan uses (before version stamping).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowedRow {
+    pub loan: LoanRow,
+    pub values: Vec<Option<f64>>,
+}
+
+/// What one dataflow computes: which years of the input feed which table under which plan.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub years: YearRange,
+    pub plan: FeaturePlan,
+}
+
+/// How the engine runs.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// How many epochs the source may run ahead of the store; bounds memory.
+    pub epochs_in_flight: u64,
+    /// Show a progress bar (on a terminal).
+    pub progress: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            workers: 1,
+            epochs_in_flight: 4,
+            progress: false,
+        }
+    }
+}
+
+/// Builds the graph on one worker; returns its input and the probe that tells which epochs are
+/// durable in the store.
+pub fn build<'scope>(
+    raw: StreamVec<'scope, Epoch, RawChunk>,
+    job: &Job,
+    sink: Option<Box<dyn Sink>>,
+    state: Arc<RunState>,
+) -> ProbeHandle<Epoch> {
+    let plan = &job.plan;
+    let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
+    let (features, stat_deltas) = rows
+        .ordered_windows(&plan.definitions())
+        .stamp_versions(plan, Arc::clone(&state));
+    let stat_names: Vec<Vec<String>> = plan
+        .versions
+        .iter()
+        .map(|v| {
+            std::iter::once("risk_score".to_owned())
+                .chain(v.features.keys().cloned())
+                .collect()
+        })
+        .collect();
+    let stat_totals = stat_deltas.count_total().inner.flat_map(
+        move |(((version, day, column), total), _time, diff): (
+            (StatKey, StatDelta),
+            Epoch,
+            isize,
+        )| {
+            (diff > 0).then(|| {
+                SinkItem::Stat(StatTotal {
+                    version,
+                    day,
+                    column: stat_names[version as usize][column as usize].clone(),
+                    rows: total.rows,
+                    nulls: total.nulls,
+                    mean: total.mean(),
+                })
+            })
+        },
+    );
+    let scope = features.scope();
+    scope
+        .concatenate([
+            features.map(SinkItem::Row),
+            dead_letters.map(SinkItem::Dead),
+            stat_totals,
+        ])
+        .write_to_store(sink, state)
+        .probe()
+        .0
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("the dataflow could not start: {0}")]
+    Engine(String),
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// Records read from the source (header excluded).
+    pub records_read: u64,
+    /// Well-formed records outside the job's years (or before its first version).
+    pub filtered: u64,
+    pub dead_lettered: u64,
+    /// Rows stored, per version.
+    pub stored: BTreeMap<u32, u64>,
+    /// The first rows stored for each version, for the run summary.
+    pub first_rows: BTreeMap<u32, Vec<FeatureRow>>,
+    pub elapsed: Duration,
+}
+
+impl RunReport {
+    pub fn stored_total(&self) -> u64 {
+        self.stored.values().sum()
+    }
+}
+
+/// How many rows of each version the report keeps for display.
+const PREVIEW_ROWS: usize = 4;
+
+/// State shared by the workers of one run: counters, the first error, and the stop flag.
+#[derive(Default)]
+pub struct RunState {
+    records_read: AtomicU64,
+    filtered: AtomicU64,
+    failed: AtomicBool,
+    error: Mutex<Option<RunError>>,
+    report: Mutex<RunReport>,
+}
+
+impl RunState {
+    fn add_read(&self, read: u64, filtered: u64) {
+        self.records_read.fetch_add(read, Ordering::Relaxed);
+        self.filtered.fetch_add(filtered, Ordering::Relaxed);
+    }
+
+    fn record_epoch(&self, batch: &EpochBatch) {
+        let mut report = self.report.lock().expect("report lock");
+        report.dead_lettered += batch.dead_letters.len() as u64;
+        for row in &batch.rows {
+            *report.stored.entry(row.version).or_default() += 1;
+            let preview = report.first_rows.entry(row.version).or_default();
+            if preview.len() < PREVIEW_ROWS {
+                preview.push(row.clone());
+            }
+        }
+    }
+
+    /// Records the first error and tells every worker to stop.
+    fn fail(&self, error: RunError) {
+        let mut slot = self.error.lock().expect("error lock");
+        if slot.is_none() {
+            *slot = Some(error);
+        }
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `job` over `source` into `sink` on `options.workers` threads.
+pub fn run(
+    job: &Job,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    options: EngineOptions,
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let state = Arc::new(RunState::default());
+    let source = Mutex::new(Some(source));
+    let sink = Mutex::new(Some(sink));
+    let job = job.clone();
+    let shared = Arc::clone(&state);
+    let config = timely::Config::process(options.workers.max(1));
+    let guards = timely::execute(config, move |worker| {
+        let state = Arc::clone(&shared);
+        let index = worker.index();
+        let my_sink = if index == 0 {
+            sink.lock().expect("sink lock").take()
+        } else {
+            None
+        };
+        let mut my_source = if index == 0 {
+            source.lock().expect("source lock").take()
+        } else {
+            None
+        };
+        let mut input =
+            InputHandle::<Epoch, timely::container::CapacityContainerBuilder<Vec<RawChunk>>>::new();
+        let probe = worker.dataflow::<Epoch, _, _>(|scope| {
+            build(input.to_stream(scope), &job, my_sink, Arc::clone(&state))
+        });
+        let bar = my_source
+            .as_ref()
+            .filter(|_| options.progress)
+            .map(|s| progress_bar(s.progress().1));
+        let mut input = Some(input);
+        while !state.failed() {
+            let mut fed = false;
+            match (&mut my_source, &mut input) {
+                (Some(source), Some(handle)) => {
+                    let durable = probe.with_frontier(|f| f.first().copied());
+                    if durable.is_none_or(|d| *handle.time() < d + options.epochs_in_flight) {
+                        match source.poll() {
+                            Ok(Poll::Ready(chunk)) => {
+                                if chunk.epoch > *handle.time() {
+                                    handle.advance_to(chunk.epoch);
+                                }
+                                handle.send(chunk);
+                                handle.flush();
+                                fed = true;
+                            }
+                            Ok(Poll::Pending) => {}
+                            Ok(Poll::Finished) => {
+                                (my_source, input) = (None, None);
+                            }
+                            Err(error) => state.fail(error.into()),
+                        }
+                    }
+                    if let (Some(bar), Some(source)) = (&bar, &my_source) {
+                        bar.set_position(source.progress().0);
+                    }
+                }
+                (None, Some(_)) => input = None,
+                _ => {}
+            }
+            if input.is_none() && probe.done() {
+                break;
+            }
+            if fed {
+                worker.step();
+            } else {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    })
+    .map_err(RunError::Engine)?;
+    let results = guards.join();
+    if let Some(error) = state.error.lock().expect("error lock").take() {
+        return Err(error);
+    }
+    for result in results {
+        result.map_err(|e| RunError::Engine(format!("a worker stopped: {e}")))?;
+    }
+    let mut report = state.report.lock().expect("report lock").clone();
+    report.records_read = state.records_read.load(Ordering::Relaxed);
+    report.filtered = state.filtered.load(Ordering::Relaxed);
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bar:30} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

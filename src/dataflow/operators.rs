@@ -1,0 +1,289 @@
+//! The dataflow's operators, each a small extension trait over a timely stream.
+
+use super::stats::{StatDelta, StatKey};
+use super::{RunState, WindowedRow};
+use crate::features::{FeatureDef, Kernel};
+use crate::parse::RecordParser;
+use crate::plan::FeaturePlan;
+use crate::record::{DeadLetter, LoanRow, YearRange};
+use crate::sink::{EpochBatch, FeatureRow, Sink, StatTotal};
+use crate::source::RawChunk;
+use differential_dataflow::AsCollection;
+use differential_dataflow::VecCollection;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+
+/// Epochs are the timestamps of the whole graph.
+pub type Epoch = u64;
+
+/// Spreads chunks over workers by their first row (mixed, so consecutive chunks differ).
+fn chunk_route(chunk: &RawChunk) -> u64 {
+    chunk.first_row.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+}
+
+/// Decodes raw chunks into rows, in parallel on every worker.
+pub trait ParseRecords<'scope> {
+    /// Rows of the wanted years, and the records that could not be read.
+    fn parse_records(
+        self,
+        years: YearRange,
+        state: Arc<RunState>,
+    ) -> (
+        StreamVec<'scope, Epoch, LoanRow>,
+        StreamVec<'scope, Epoch, DeadLetter>,
+    );
+}
+
+impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
+    fn parse_records(
+        self,
+        years: YearRange,
+        state: Arc<RunState>,
+    ) -> (
+        StreamVec<'scope, Epoch, LoanRow>,
+        StreamVec<'scope, Epoch, DeadLetter>,
+    ) {
+        let mut parser = RecordParser::default();
+        self.unary::<CapacityContainerBuilder<Vec<Result<LoanRow, DeadLetter>>>, _, _, _>(
+            Exchange::new(chunk_route),
+            "ParseRecords",
+            move |_, _| {
+                move |input, output| {
+                    input.for_each_stamp(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for chunk in data.flat_map(|batch| batch.iter()) {
+                            let (mut read, mut filtered) = (0, 0);
+                            for (row, raw) in chunk.records() {
+                                read += 1;
+                                match parser.parse(row, raw) {
+                                    Ok(loan) if !years.contains(loan.application_date.year()) => {
+                                        filtered += 1
+                                    }
+                                    parsed => session.give(parsed),
+                                }
+                            }
+                            state.add_read(read, filtered);
+                        }
+                    });
+                }
+            },
+        )
+        .ok_err(|parsed| parsed)
+    }
+}
+
+/// Holds rows per epoch until the frontier passes it, then feeds them to the kernels in `_row`
+/// order. All rows meet on one worker: the default feature key is the whole stream.
+pub trait OrderedWindows<'scope> {
+    fn ordered_windows(self, definitions: &[FeatureDef]) -> StreamVec<'scope, Epoch, WindowedRow>;
+}
+
+impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanRow> {
+    fn ordered_windows(self, definitions: &[FeatureDef]) -> StreamVec<'scope, Epoch, WindowedRow> {
+        let peers = self.scope().peers() as u64;
+        let window_worker = peers - 1; // worker 0 also runs the sink
+        let mut kernels: Vec<Kernel> = definitions.iter().map(Kernel::new).collect();
+        self.unary_frontier::<CapacityContainerBuilder<Vec<WindowedRow>>, _, _, _>(
+            Exchange::new(move |_: &LoanRow| window_worker),
+            "OrderedWindows",
+            move |_, _| {
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LoanRow>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        let Some(cap) = cap.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        let (_, rows) = pending
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, Vec::new()));
+                        data.for_each(|batch| rows.append(batch));
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (cap, mut rows) = entry.remove();
+                        rows.sort_unstable_by_key(|r| r.row);
+                        let mut session = output.session(&cap);
+                        for loan in rows {
+                            let values = kernels
+                                .iter_mut()
+                                .map(|k| k.push(loan.risk_score))
+                                .collect();
+                            session.give(WindowedRow { loan, values });
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Gives each row the version in force at its date, keeping that version's features; also
+/// emits the changes to `feature_stats` (pre-summed per epoch) for differential to maintain.
+pub trait StampVersions<'scope> {
+    fn stamp_versions(
+        self,
+        plan: &FeaturePlan,
+        state: Arc<RunState>,
+    ) -> (
+        StreamVec<'scope, Epoch, FeatureRow>,
+        VecCollection<'scope, Epoch, StatKey, StatDelta>,
+    );
+}
+
+impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedRow> {
+    fn stamp_versions(
+        self,
+        plan: &FeaturePlan,
+        state: Arc<RunState>,
+    ) -> (
+        StreamVec<'scope, Epoch, FeatureRow>,
+        VecCollection<'scope, Epoch, StatKey, StatDelta>,
+    ) {
+        let plan = plan.clone();
+        let slots = plan.definition_slots();
+        type Out = Result<FeatureRow, (StatKey, Epoch, StatDelta)>;
+        let (rows, stats) = self
+            .unary::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
+                Pipeline,
+                "StampVersions",
+                move |_, _| {
+                    let mut deltas: HashMap<StatKey, StatDelta> = HashMap::new();
+                    move |input, output| {
+                        input.for_each_stamp(|cap, data| {
+                            let Some(&time) = cap.least() else { return };
+                            let mut session = output.session(&cap);
+                            let mut unversioned = 0;
+                            for windowed in data.flat_map(|batch| batch.drain(..)) {
+                                let Some(version) = plan.version_at(windowed.loan.application_date)
+                                else {
+                                    unversioned += 1;
+                                    continue;
+                                };
+                                let values: Vec<Option<f64>> = slots[version.id as usize]
+                                    .iter()
+                                    .map(|&s| windowed.values[s])
+                                    .collect();
+                                let day = windowed.loan.application_date;
+                                let mut add = |column: u16, value| {
+                                    deltas
+                                        .entry((version.id, day, column))
+                                        .or_default()
+                                        .plus_equals(&StatDelta::of(value));
+                                };
+                                add(0, windowed.loan.risk_score);
+                                for (i, value) in values.iter().enumerate() {
+                                    add(i as u16 + 1, *value);
+                                }
+                                session.give(Ok(FeatureRow {
+                                    loan: windowed.loan,
+                                    version: version.id,
+                                    values,
+                                }));
+                            }
+                            session.give_iterator(
+                                deltas.drain().map(|(key, delta)| Err((key, time, delta))),
+                            );
+                            state.add_read(0, unversioned);
+                        });
+                    }
+                },
+            )
+            .ok_err(|out| out);
+        (rows, stats.as_collection())
+    }
+}
+
+use differential_dataflow::difference::Semigroup as _;
+
+/// One item bound for the store.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum SinkItem {
+    Row(FeatureRow),
+    Dead(DeadLetter),
+    Stat(StatTotal),
+}
+
+/// Writes each epoch to the store once the frontier has passed it, in one transaction, on worker
+/// 0. The operator holds a capability for every epoch not yet durable, so a probe after it tells
+/// the driver which epochs are committed.
+pub trait WriteToStore<'scope> {
+    fn write_to_store(
+        self,
+        sink: Option<Box<dyn Sink>>,
+        state: Arc<RunState>,
+    ) -> StreamVec<'scope, Epoch, ()>;
+}
+
+impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
+    fn write_to_store(
+        self,
+        mut sink: Option<Box<dyn Sink>>,
+        state: Arc<RunState>,
+    ) -> StreamVec<'scope, Epoch, ()> {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &SinkItem| 0),
+            "WriteToStore",
+            move |_, _| {
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, EpochBatch)> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|cap, data| {
+                        let Some(cap) = cap.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        let epoch = *cap.time();
+                        let (_, batch) = pending.entry(epoch).or_insert_with(|| {
+                            (
+                                cap,
+                                EpochBatch {
+                                    epoch,
+                                    ..EpochBatch::default()
+                                },
+                            )
+                        });
+                        for item in data.flat_map(|batch| batch.drain(..)) {
+                            match item {
+                                SinkItem::Row(row) => batch.rows.push(row),
+                                SinkItem::Dead(dead) => batch.dead_letters.push(dead),
+                                SinkItem::Stat(stat) => batch.stats.push(stat),
+                            }
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (_cap, mut batch) = entry.remove();
+                        let Some(sink) = sink.as_mut() else { continue };
+                        if state.failed() {
+                            continue;
+                        }
+                        batch.rows.sort_unstable_by_key(|r| (r.loan.row, r.version));
+                        batch.dead_letters.sort_unstable_by_key(|d| d.row);
+                        batch.stats.sort_unstable_by(|a, b| {
+                            (a.version, a.day, &a.column).cmp(&(b.version, b.day, &b.column))
+                        });
+                        match sink.write_epoch(&batch) {
+                            Ok(()) => state.record_epoch(&batch),
+                            Err(error) => state.fail(error.into()),
+                        }
+                    }
+                    if frontier.is_empty() && pending.is_empty() {
+                        if let Some(mut sink) = sink.take() {
+                            if let Err(error) = sink.finish() {
+                                state.fail(error.into());
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,87 @@
+//! `feature_stats`: per version, day and column, the row count, null count and mean, kept by
+//! differential dataflow as an incrementally maintained collection.
+//!
+//! Sums are fixed-point integers (micro-units), so totals are exact and identical whatever the
+//! order in which workers add them up: results never depend on the worker count.
+
+use crate::record::Date;
+use differential_dataflow::difference::{IsZero, Semigroup};
+use serde::{Deserialize, Serialize};
+
+/// Fixed-point scale of [`StatDelta::sum_micros`].
+const MICROS: f64 = 1e6;
+
+/// Which totals an update belongs to: version, day, and column (0 = `risk_score`, k = the
+/// version's k-th feature).
+pub type StatKey = (u32, Date, u16);
+
+/// A change to one column's totals; the difference type of the stats collection.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct StatDelta {
+    pub rows: i64,
+    pub nulls: i64,
+    pub sum_micros: i128,
+}
+
+impl StatDelta {
+    /// One row whose column holds `value`.
+    pub fn of(value: Option<f64>) -> StatDelta {
+        match value {
+            Some(v) => StatDelta {
+                rows: 1,
+                nulls: 0,
+                sum_micros: (v * MICROS).round() as i128,
+            },
+            None => StatDelta {
+                rows: 1,
+                nulls: 1,
+                sum_micros: 0,
+            },
+        }
+    }
+
+    /// Mean of the non-null values, if any.
+    pub fn mean(&self) -> Option<f64> {
+        let values = self.rows - self.nulls;
+        (values > 0).then(|| self.sum_micros as f64 / MICROS / values as f64)
+    }
+}
+
+impl IsZero for StatDelta {
+    fn is_zero(&self) -> bool {
+        self.rows == 0 && self.nulls == 0 && self.sum_micros == 0
+    }
+}
+
+impl Semigroup for StatDelta {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.rows += rhs.rows;
+        self.nulls += rhs.nulls;
+        self.sum_micros += rhs.sum_micros;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_are_exact_and_order_free() {
+        let values = [Some(0.1), None, Some(0.2), Some(650.0), None];
+        let mut forward = StatDelta::default();
+        values
+            .iter()
+            .for_each(|v| forward.plus_equals(&StatDelta::of(*v)));
+        let mut backward = StatDelta::default();
+        values
+            .iter()
+            .rev()
+            .for_each(|v| backward.plus_equals(&StatDelta::of(*v)));
+        assert_eq!(forward, backward);
+        assert_eq!((forward.rows, forward.nulls), (5, 2));
+        assert!((forward.mean().unwrap() - 650.3 / 3.0).abs() < 1e-9);
+        assert_eq!(StatDelta::of(None).mean(), None);
+    }
+}

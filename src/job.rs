@@ -1,0 +1,273 @@
+//! What `riskflow run` does around the engine: read a dataflow definition (`dataflows/*.toml`),
+//! register its feature set in the catalog, open the source and the store, run, and report.
+
+use crate::catalog::{Catalog, CatalogError, MemoryCatalog, SqliteCatalog};
+use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
+use crate::plan::{FeatureSetFile, PlanError};
+use crate::record::{TextField, YearRange, BASE_COLUMNS};
+use crate::sink::{FeatureRow, SinkError, StoreUrl};
+use crate::source::{Chunking, FileSource, SourceError};
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A dataflow definition file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataflowSpec {
+    /// Short name, used in logs and summaries.
+    pub name: String,
+    /// Application years this dataflow takes from the input (`2007`, `2008-2009`, `2008-`).
+    pub years: String,
+    /// The feature-set file (relative to this file), which also names the table.
+    pub feature_set: PathBuf,
+}
+
+/// The dataflows `riskflow run` runs when none is named, in order.
+pub const DEFAULT_DATAFLOWS: [&str; 2] = ["dataflows/task1.toml", "dataflows/features.toml"];
+
+/// Built-in copies of the shipped dataflows and feature sets, used when the working directory
+/// has no `dataflows/` folder (e.g. an installed binary).
+const BUILTIN_FILES: [(&str, &str); 4] = [
+    (
+        "dataflows/task1.toml",
+        include_str!("../dataflows/task1.toml"),
+    ),
+    (
+        "dataflows/features.toml",
+        include_str!("../dataflows/features.toml"),
+    ),
+    (
+        "config/feature_sets/risk_score_ma50.toml",
+        include_str!("../config/feature_sets/risk_score_ma50.toml"),
+    ),
+    (
+        "config/feature_sets/loan_features.toml",
+        include_str!("../config/feature_sets/loan_features.toml"),
+    ),
+];
+
+/// Errors of a job, each naming what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cannot read dataflow {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("dataflow {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// A dataflow definition with its feature set loaded.
+#[derive(Clone, Debug)]
+pub struct LoadedDataflow {
+    pub name: String,
+    pub years: YearRange,
+    pub feature_set: FeatureSetFile,
+}
+
+impl LoadedDataflow {
+    /// Loads a dataflow file, falling back to the built-in copy of a shipped one.
+    pub fn load(path: &Path) -> Result<LoadedDataflow, JobError> {
+        let text = read_or_builtin(path)?;
+        let spec: DataflowSpec = toml::from_str(&text).map_err(|e| JobError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let years = spec.years.parse().map_err(|message| JobError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        let set_path = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&spec.feature_set);
+        let set_text = read_or_builtin(&set_path)?;
+        let feature_set = FeatureSetFile::parse(&set_path, &set_text)?;
+        Ok(LoadedDataflow {
+            name: spec.name,
+            years,
+            feature_set,
+        })
+    }
+}
+
+fn read_or_builtin(path: &Path) -> Result<String, JobError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let wanted = normalize(path);
+            BUILTIN_FILES
+                .iter()
+                .find(|(name, _)| Path::new(name) == wanted)
+                .map(|(_, text)| text.to_string())
+                .ok_or(JobError::Read {
+                    path: path.to_owned(),
+                    error,
+                })
+        }
+        Err(error) => Err(JobError::Read {
+            path: path.to_owned(),
+            error,
+        }),
+    }
+}
+
+/// `dataflows/../config/x.toml` → `config/x.toml`, lexically.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Where a run reads and writes, and how.
+#[derive(Clone, Debug)]
+pub struct RunTarget {
+    pub input: PathBuf,
+    pub store: StoreUrl,
+    pub engine: EngineOptions,
+    pub chunking: Chunking,
+}
+
+/// Runs one dataflow: registers its versions, prepares the store, streams the input through.
+pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
+    let table = &dataflow.feature_set.table;
+    let plan = match &target.store {
+        StoreUrl::Sqlite(path) => {
+            SqliteCatalog::open(path)?.register_all(table, &dataflow.feature_set.versions)?
+        }
+        StoreUrl::Csv(_) => {
+            MemoryCatalog::default().register_all(table, &dataflow.feature_set.versions)?
+        }
+    };
+    let mut sink = target.store.open(table)?;
+    sink.prepare(&plan)?;
+    let source = FileSource::open(&target.input, target.chunking)?;
+    tracing::info!(dataflow = dataflow.name.as_str(), table = table.as_str(), years = %dataflow.years,
+        input = %target.input.display(), store = %target.store, workers = target.engine.workers, "Running dataflow.");
+    let job = Job {
+        years: dataflow.years,
+        plan,
+    };
+    Ok(dataflow::run(&job, Box::new(source), sink, target.engine)?)
+}
+
+/// A human summary of a run, with the first rows of each version like the original snapshots.
+pub fn summarize(dataflow: &LoadedDataflow, report: &RunReport) -> String {
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    let per_version: Vec<String> = report
+        .stored
+        .iter()
+        .map(|(v, n)| format!("v{v}: {n}"))
+        .collect();
+    writeln!(
+        out,
+        "{} → {} (years {}): read {} records in {:.2} s ({:.0} records/s); stored {} ({}), filtered {}, dead-lettered {}",
+        dataflow.name,
+        dataflow.feature_set.table,
+        dataflow.years,
+        report.records_read,
+        secs,
+        report.records_read as f64 / secs,
+        report.stored_total(),
+        if per_version.is_empty() { "none".to_owned() } else { per_version.join(", ") },
+        report.filtered,
+        report.dead_lettered,
+    )
+    .expect("string");
+    for (version, rows) in &report.first_rows {
+        let Some(v) = dataflow
+            .feature_set
+            .versions
+            .iter()
+            .find(|v| v.id == *version)
+        else {
+            continue;
+        };
+        writeln!(out, "\nfirst rows of version {version}:").expect("string");
+        let mut header: Vec<&str> = BASE_COLUMNS.to_vec();
+        header.extend(v.features.keys().map(String::as_str));
+        header.extend(["_row", "_version"]);
+        let body: Vec<Vec<String>> = rows.iter().map(display_row).collect();
+        out.push_str(&markdown_table(&header, &body));
+    }
+    out
+}
+
+fn display_row(row: &FeatureRow) -> Vec<String> {
+    let loan = &row.loan;
+    let number = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.1}"));
+    let mut cells = vec![
+        number(loan.amount_requested),
+        loan.application_date.to_string(),
+        loan.text(TextField::LoanTitle).replace('\n', " "),
+        loan.risk_score.map_or(String::new(), |x| format!("{x}")),
+        loan.text(TextField::DebtToIncomeRatio).to_owned(),
+        loan.text(TextField::ZipCode).to_owned(),
+        loan.text(TextField::State).to_owned(),
+        loan.text(TextField::EmploymentLength).to_owned(),
+        loan.text(TextField::PolicyCode).to_owned(),
+    ];
+    cells.extend(row.values.iter().map(|v| {
+        v.map_or(String::new(), |x| {
+            format!("{}", (x * 100.0).round() / 100.0)
+        })
+    }));
+    cells.push(loan.row.to_string());
+    cells.push(row.version.to_string());
+    cells
+}
+
+fn markdown_table(header: &[&str], body: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            body.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(header.to_vec());
+    out.push_str(&format!(
+        "|{}|\n",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("|")
+    ));
+    for row in body {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}

@@ -1,0 +1,18 @@
+//! riskflow: versioned rolling features (SMA, EMA) over the LendingClub rejected-loans stream,
+//! computed by one timely/differential dataflow graph and stored in an embedded SQLite file or a
+//! CSV export.
+//!
+//! Start at [`dataflow`] for the graph; [`job`] for what `riskflow run` does around it.
+
+pub mod catalog;
+pub mod cli;
+pub mod dataflow;
+pub mod features;
+pub mod gen;
+pub mod job;
+pub mod parse;
+pub mod plan;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod time;

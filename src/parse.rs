@@ -1,0 +1,272 @@
+//! Decoding one raw record into a [`LoanRow`], or saying exactly why it cannot be.
+
+use crate::record::{Date, DeadLetter, LoanRow, Reason, FIELD_COUNT};
+use memchr::memchr;
+
+/// Source column positions of the fields that are not kept as text.
+const AMOUNT: usize = 0;
+const DATE: usize = 1;
+const SCORE: usize = 3;
+
+/// Parses records, reusing its scratch space between calls.
+#[derive(Default)]
+pub struct RecordParser {
+    scratch: String,
+    scratch_ends: [usize; 3],
+}
+
+type Rejection = (Reason, String);
+
+impl RecordParser {
+    /// Parses the record at source position `row`.
+    pub fn parse(&mut self, row: u64, raw: &[u8]) -> Result<LoanRow, DeadLetter> {
+        self.parse_fields(row, raw)
+            .map_err(|(reason, detail)| DeadLetter {
+                row,
+                reason,
+                detail,
+                raw: raw.to_vec(),
+            })
+    }
+
+    fn parse_fields(&mut self, row: u64, raw: &[u8]) -> Result<LoanRow, Rejection> {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = std::str::from_utf8(line).map_err(|e| {
+            (
+                Reason::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        self.scratch.clear();
+        let mut text = String::with_capacity(line.len());
+        let mut ends = [0u32; 6];
+        let mut rest = line;
+        let mut field = 0usize;
+        loop {
+            if field >= FIELD_COUNT {
+                let found = FIELD_COUNT + count_fields(rest);
+                return Err((
+                    Reason::FieldCount,
+                    format!("expected {FIELD_COUNT} fields, found {found}"),
+                ));
+            }
+            let out = match field {
+                AMOUNT | DATE | SCORE => &mut self.scratch,
+                _ => &mut text,
+            };
+            let more = decode_field(&mut rest, out)?;
+            match field {
+                AMOUNT => self.scratch_ends[0] = self.scratch.len(),
+                DATE => self.scratch_ends[1] = self.scratch.len(),
+                SCORE => self.scratch_ends[2] = self.scratch.len(),
+                2 => ends[0] = text.len() as u32,
+                _ => ends[field - 3] = text.len() as u32,
+            }
+            field += 1;
+            if !more {
+                break;
+            }
+        }
+        if field != FIELD_COUNT {
+            return Err((
+                Reason::FieldCount,
+                format!("expected {FIELD_COUNT} fields, found {field}"),
+            ));
+        }
+        let [amount_end, date_end, score_end] = self.scratch_ends;
+        let amount = &self.scratch[..amount_end];
+        let date = &self.scratch[amount_end..date_end];
+        let score = &self.scratch[date_end..score_end];
+        let application_date = Date::parse(date).ok_or_else(|| {
+            (
+                Reason::BadDate,
+                format!("application date `{date}` is not a YYYY-MM-DD date"),
+            )
+        })?;
+        let risk_score = parse_number(score).map_err(|()| {
+            (
+                Reason::BadRiskScore,
+                format!("risk score `{score}` is not a number"),
+            )
+        })?;
+        let amount_requested = parse_number(amount).map_err(|()| {
+            (
+                Reason::BadAmount,
+                format!("amount requested `{amount}` is not a number"),
+            )
+        })?;
+        Ok(LoanRow {
+            row,
+            amount_requested,
+            application_date,
+            risk_score,
+            text,
+            ends,
+        })
+    }
+}
+
+/// An empty field is null; anything else must be a finite number.
+fn parse_number(text: &str) -> Result<Option<f64>, ()> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok(Some(value)),
+        _ => Err(()),
+    }
+}
+
+/// Decodes the field at the start of `rest` into `out`, advances `rest` past its comma, and says
+/// whether another field follows.
+fn decode_field(rest: &mut &str, out: &mut String) -> Result<bool, Rejection> {
+    let s = *rest;
+    if let Some(quoted) = s.strip_prefix('"') {
+        let mut body = quoted;
+        loop {
+            let Some(q) = memchr(b'"', body.as_bytes()) else {
+                return Err((
+                    Reason::UnterminatedQuote,
+                    "a quoted field is never closed".to_owned(),
+                ));
+            };
+            out.push_str(&body[..q]);
+            body = &body[q + 1..];
+            if let Some(after) = body.strip_prefix('"') {
+                out.push('"');
+                body = after;
+            } else {
+                break;
+            }
+        }
+        // Lenient: text after the closing quote belongs to the field.
+        let (tail, more, next) = split_at_comma(body);
+        out.push_str(tail);
+        *rest = next;
+        Ok(more)
+    } else {
+        let (field, more, next) = split_at_comma(s);
+        out.push_str(field);
+        *rest = next;
+        Ok(more)
+    }
+}
+
+fn split_at_comma(s: &str) -> (&str, bool, &str) {
+    match memchr(b',', s.as_bytes()) {
+        Some(i) => (&s[..i], true, &s[i + 1..]),
+        None => (s, false, ""),
+    }
+}
+
+/// Counts the fields in the remainder of a record (for the error message only).
+fn count_fields(mut rest: &str) -> usize {
+    let mut sink = String::new();
+    let mut count = 0;
+    loop {
+        count += 1;
+        sink.clear();
+        match decode_field(&mut rest, &mut sink) {
+            Ok(true) => continue,
+            Ok(false) | Err(_) => return count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::TextField;
+
+    fn parse(raw: &str) -> Result<LoanRow, DeadLetter> {
+        RecordParser::default().parse(7, raw.as_bytes())
+    }
+
+    #[test]
+    fn parses_the_original_first_row() {
+        let row = parse(
+            "1000.0,2007-05-26,Wedding Covered but No Honeymoon,693.0,10%,481xx,NM,4 years,0.0",
+        )
+        .unwrap();
+        assert_eq!(row.row, 7);
+        assert_eq!(row.amount_requested, Some(1000.0));
+        assert_eq!(row.application_date.to_string(), "2007-05-26");
+        assert_eq!(row.risk_score, Some(693.0));
+        assert_eq!(
+            row.text(TextField::LoanTitle),
+            "Wedding Covered but No Honeymoon"
+        );
+        assert_eq!(row.text(TextField::DebtToIncomeRatio), "10%");
+        assert_eq!(row.text(TextField::ZipCode), "481xx");
+        assert_eq!(row.text(TextField::State), "NM");
+        assert_eq!(row.text(TextField::EmploymentLength), "4 years");
+        assert_eq!(row.text(TextField::PolicyCode), "0.0");
+    }
+
+    #[test]
+    fn decodes_quotes_commas_newlines_and_non_ascii() {
+        let row = parse("500,2008-01-02,\"Café, \"\"big\"\"\nplans\",,5%,100xx,NY,,0.0\r").unwrap();
+        assert_eq!(row.text(TextField::LoanTitle), "Café, \"big\"\nplans");
+        assert_eq!(row.risk_score, None);
+        assert_eq!(row.text(TextField::EmploymentLength), "");
+        assert_eq!(row.text(TextField::PolicyCode), "0.0");
+    }
+
+    #[test]
+    fn empty_amount_and_score_are_null() {
+        let row = parse(",2008-01-02,t,,5%,100xx,NY,1 year,0.0").unwrap();
+        assert_eq!((row.amount_requested, row.risk_score), (None, None));
+    }
+
+    #[test]
+    fn rejects_with_a_reason_and_keeps_the_raw_bytes() {
+        let cases = [
+            (
+                "1,2008-01-02,t,700,5%,1xx,NY,1 year",
+                Reason::FieldCount,
+                "expected 9 fields, found 8",
+            ),
+            (
+                "1,2008-01-02,t,700,5%,1xx,NY,1 year,0,x",
+                Reason::FieldCount,
+                "found 10",
+            ),
+            (
+                "1,2008-02-30,t,700,5%,1xx,NY,1 year,0",
+                Reason::BadDate,
+                "2008-02-30",
+            ),
+            (
+                "1,2008-01-02,t,high,5%,1xx,NY,1 year,0",
+                Reason::BadRiskScore,
+                "`high`",
+            ),
+            (
+                "1,2008-01-02,t,NaN,5%,1xx,NY,1 year,0",
+                Reason::BadRiskScore,
+                "NaN",
+            ),
+            (
+                "lots,2008-01-02,t,700,5%,1xx,NY,1 year,0",
+                Reason::BadAmount,
+                "`lots`",
+            ),
+            (
+                "1,2008-01-02,\"open,700,5%,1xx,NY,1 year,0",
+                Reason::UnterminatedQuote,
+                "never closed",
+            ),
+        ];
+        for (raw, reason, detail) in cases {
+            let dead = parse(raw).unwrap_err();
+            assert_eq!(dead.reason, reason, "{raw}");
+            assert!(dead.detail.contains(detail), "{raw}: {}", dead.detail);
+            assert_eq!(dead.raw, raw.as_bytes());
+            assert_eq!(dead.row, 7);
+        }
+        let bad_utf8 = b"1,2008-01-02,caf\xe9,700,5%,1xx,NY,1 year,0";
+        let dead = RecordParser::default().parse(3, bad_utf8).unwrap_err();
+        assert_eq!(dead.reason, Reason::InvalidUtf8);
+        assert_eq!(dead.raw, bad_utf8);
+    }
+}

@@ -1,0 +1,295 @@
+//! The rejected-loans record layout (DESIGN §1): the header, the stored column names, the parsed
+//! row, the dead letter, and the calendar date type used for year filters and version stamping.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The exact header of `rejected_2007_to_2018Q4.csv` / `RejectStatsA.csv`.
+pub const HEADER: &str = "Amount Requested,Application Date,Loan Title,Risk_Score,Debt-To-Income Ratio,Zip Code,State,Employment Length,Policy Code";
+
+/// Number of fields in a record.
+pub const FIELD_COUNT: usize = 9;
+
+/// Stored names of the nine source columns, in source order.
+pub const BASE_COLUMNS: [&str; FIELD_COUNT] = [
+    "amount_requested",
+    "application_date",
+    "loan_title",
+    "risk_score",
+    "debt_to_income_ratio",
+    "zip_code",
+    "state",
+    "employment_length",
+    "policy_code",
+];
+
+/// A calendar date stored as `yyyymmdd`, so that ordering is chronological.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Date(u32);
+
+impl Date {
+    /// Builds a date, checking that it exists in the proleptic Gregorian calendar.
+    pub fn from_ymd(year: u32, month: u32, day: u32) -> Option<Date> {
+        if !(1..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 {
+            return None;
+        }
+        if day > days_in_month(year, month) {
+            return None;
+        }
+        Some(Date(year * 10_000 + month * 100 + day))
+    }
+
+    /// Parses exactly `YYYY-MM-DD`.
+    pub fn parse(text: &str) -> Option<Date> {
+        let b = text.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let num = |s: &[u8]| -> Option<u32> {
+            s.iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        Date::from_ymd(num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?)
+    }
+
+    pub fn year(self) -> u32 {
+        self.0 / 10_000
+    }
+
+    pub fn month(self) -> u32 {
+        self.0 / 100 % 100
+    }
+
+    pub fn day(self) -> u32 {
+        self.0 % 100
+    }
+
+    /// The date as the number `yyyymmdd`.
+    pub fn as_yyyymmdd(self) -> u32 {
+        self.0
+    }
+}
+
+/// Days in `month` of `year`.
+pub fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        _ => 28,
+    }
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02}",
+            self.year(),
+            self.month(),
+            self.day()
+        )
+    }
+}
+
+impl std::str::FromStr for Date {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Date::parse(s).ok_or_else(|| format!("`{s}` is not a date of the form YYYY-MM-DD"))
+    }
+}
+
+/// An inclusive range of application years, written `2008-2009`, `2008-` or `2007`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct YearRange {
+    pub first: u32,
+    pub last: u32,
+}
+
+impl YearRange {
+    pub const ALL: YearRange = YearRange {
+        first: 0,
+        last: u32::MAX,
+    };
+
+    pub fn contains(&self, year: u32) -> bool {
+        (self.first..=self.last).contains(&year)
+    }
+}
+
+impl std::str::FromStr for YearRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a year range such as 2008-2009, 2008- or 2007");
+        let year = |t: &str| t.trim().parse::<u32>().map_err(|_| bad());
+        let range = match s.split_once('-') {
+            None => YearRange {
+                first: year(s)?,
+                last: year(s)?,
+            },
+            Some((a, "")) => YearRange {
+                first: year(a)?,
+                last: u32::MAX,
+            },
+            Some(("", b)) => YearRange {
+                first: 0,
+                last: year(b)?,
+            },
+            Some((a, b)) => YearRange {
+                first: year(a)?,
+                last: year(b)?,
+            },
+        };
+        if range.first > range.last {
+            return Err(bad());
+        }
+        Ok(range)
+    }
+}
+
+impl fmt::Display for YearRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.first, self.last) {
+            (0, u32::MAX) => write!(f, "all years"),
+            (a, u32::MAX) => write!(f, "{a}-"),
+            (a, b) if a == b => write!(f, "{a}"),
+            (a, b) => write!(f, "{a}-{b}"),
+        }
+    }
+}
+
+/// Indices of the text columns inside [`LoanRow::text`].
+#[derive(Clone, Copy, Debug)]
+pub enum TextField {
+    LoanTitle = 0,
+    DebtToIncomeRatio = 1,
+    ZipCode = 2,
+    State = 3,
+    EmploymentLength = 4,
+    PolicyCode = 5,
+}
+
+/// One well-formed application, with its source position.
+///
+/// The six text columns share one allocation: `text` holds them back to back and `ends[i]` is the
+/// end of the `i`-th (see [`TextField`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoanRow {
+    /// Source position: the data-record number in the source, 1-based, header excluded.
+    pub row: u64,
+    pub amount_requested: Option<f64>,
+    pub application_date: Date,
+    pub risk_score: Option<f64>,
+    pub text: String,
+    pub ends: [u32; 6],
+}
+
+impl LoanRow {
+    pub fn text(&self, field: TextField) -> &str {
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
+// Rows are ordered by source position only; the store keys on it.
+impl Eq for LoanRow {}
+impl PartialOrd for LoanRow {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for LoanRow {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.row.cmp(&other.row)
+    }
+}
+
+/// A record that could not be read, kept with its raw bytes so nothing is lost.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub row: u64,
+    pub reason: Reason,
+    /// What exactly was wrong, for a person.
+    pub detail: String,
+    pub raw: Vec<u8>,
+}
+
+/// Why a record was dead-lettered; stored as its stable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    InvalidUtf8,
+    FieldCount,
+    UnterminatedQuote,
+    BadDate,
+    BadRiskScore,
+    BadAmount,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::InvalidUtf8,
+        Reason::FieldCount,
+        Reason::UnterminatedQuote,
+        Reason::BadDate,
+        Reason::BadRiskScore,
+        Reason::BadAmount,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::FieldCount => "field_count",
+            Reason::UnterminatedQuote => "unterminated_quote",
+            Reason::BadDate => "bad_application_date",
+            Reason::BadRiskScore => "bad_risk_score",
+            Reason::BadAmount => "bad_amount_requested",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_checked_against_the_calendar() {
+        assert_eq!(Date::parse("2007-05-26").unwrap().to_string(), "2007-05-26");
+        assert!(Date::parse("2008-02-29").is_some());
+        assert!(Date::parse("2007-02-29").is_none());
+        assert!(Date::parse("2000-02-29").is_some());
+        assert!(Date::parse("1900-02-29").is_none());
+        assert!(Date::parse("2007-13-01").is_none());
+        assert!(Date::parse("2007-5-26").is_none());
+        assert!(Date::parse("26/05/2007").is_none());
+        assert!(Date::parse("2007-05-2x").is_none());
+    }
+
+    #[test]
+    fn year_ranges_parse_open_and_closed_forms() {
+        assert_eq!(
+            "2008-2009".parse(),
+            Ok(YearRange {
+                first: 2008,
+                last: 2009
+            })
+        );
+        assert_eq!(
+            "2007".parse(),
+            Ok(YearRange {
+                first: 2007,
+                last: 2007
+            })
+        );
+        assert!("2008-".parse::<YearRange>().unwrap().contains(2018));
+        assert!("2010-2008".parse::<YearRange>().is_err());
+        assert!("x".parse::<YearRange>().is_err());
+    }
+}

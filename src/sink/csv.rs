@@ -1,0 +1,171 @@
+//! The CSV export: feature rows with their `_row` and `_version` in one file, dead letters in
+//! `<file>.dead_letter.csv` beside it. Rows are written in epoch order, so the file is the same
+//! byte for byte whatever the worker count (it carries no wall-clock column).
+
+use super::{EpochBatch, Sink, SinkError};
+use crate::plan::FeaturePlan;
+use crate::record::{TextField, BASE_COLUMNS};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub struct CsvSink {
+    path: PathBuf,
+    dead_path: PathBuf,
+    rows: BufWriter<File>,
+    dead: BufWriter<File>,
+    version_columns: Vec<Vec<usize>>,
+    feature_count: usize,
+    line: Vec<u8>,
+    cells: Vec<Option<f64>>,
+}
+
+impl CsvSink {
+    pub fn create(path: &Path) -> Result<CsvSink, SinkError> {
+        let mut dead_path = path.as_os_str().to_owned();
+        dead_path.push(".dead_letter.csv");
+        let dead_path = PathBuf::from(dead_path);
+        let create = |p: &Path| {
+            File::create(p)
+                .map(|f| BufWriter::with_capacity(1 << 20, f))
+                .map_err(|error| SinkError::Io {
+                    path: p.to_owned(),
+                    error,
+                })
+        };
+        Ok(CsvSink {
+            rows: create(path)?,
+            dead: create(&dead_path)?,
+            path: path.to_owned(),
+            dead_path,
+            version_columns: Vec::new(),
+            feature_count: 0,
+            line: Vec::with_capacity(1024),
+            cells: Vec::new(),
+        })
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
+        move |error| SinkError::Io {
+            path: path.to_owned(),
+            error,
+        }
+    }
+}
+
+/// Appends `field`, quoted when it holds a comma, quote or line break.
+pub fn push_csv_field(line: &mut Vec<u8>, field: &[u8]) {
+    if field
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
+        line.push(b'"');
+        for &b in field {
+            if b == b'"' {
+                line.push(b'"');
+            }
+            line.push(b);
+        }
+        line.push(b'"');
+    } else {
+        line.extend_from_slice(field);
+    }
+}
+
+fn push_number(line: &mut Vec<u8>, value: Option<f64>, buffer: &mut ryu::Buffer) {
+    if let Some(v) = value {
+        line.extend_from_slice(buffer.format(v).as_bytes());
+    }
+}
+
+impl Sink for CsvSink {
+    fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        let columns = plan.columns();
+        self.feature_count = columns.len();
+        self.version_columns = plan
+            .versions
+            .iter()
+            .map(|v| {
+                v.features
+                    .keys()
+                    .map(|n| columns.iter().position(|(c, _)| c == n).expect("listed"))
+                    .collect()
+            })
+            .collect();
+        let header: Vec<&str> = BASE_COLUMNS
+            .iter()
+            .copied()
+            .chain(columns.iter().map(|(n, _)| n.as_str()))
+            .chain(["_row", "_version"])
+            .collect();
+        writeln!(self.rows, "{}", header.join(",")).map_err(Self::io(&self.path))?;
+        writeln!(self.dead, "_row,reason,detail,raw").map_err(Self::io(&self.dead_path))
+    }
+
+    fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
+        let mut numbers = ryu::Buffer::new();
+        let mut integers = itoa::Buffer::new();
+        for row in &batch.rows {
+            let loan = &row.loan;
+            let line = &mut self.line;
+            line.clear();
+            push_number(line, loan.amount_requested, &mut numbers);
+            line.push(b',');
+            line.extend_from_slice(loan.application_date.to_string().as_bytes());
+            line.push(b',');
+            push_csv_field(line, loan.text(TextField::LoanTitle).as_bytes());
+            line.push(b',');
+            push_number(line, loan.risk_score, &mut numbers);
+            for field in [
+                TextField::DebtToIncomeRatio,
+                TextField::ZipCode,
+                TextField::State,
+                TextField::EmploymentLength,
+                TextField::PolicyCode,
+            ] {
+                line.push(b',');
+                push_csv_field(line, loan.text(field).as_bytes());
+            }
+            self.cells.clear();
+            self.cells.resize(self.feature_count, None);
+            for (value, &column) in row
+                .values
+                .iter()
+                .zip(&self.version_columns[row.version as usize])
+            {
+                self.cells[column] = *value;
+            }
+            for cell in &self.cells {
+                line.push(b',');
+                push_number(line, *cell, &mut numbers);
+            }
+            line.push(b',');
+            line.extend_from_slice(integers.format(loan.row).as_bytes());
+            line.push(b',');
+            line.extend_from_slice(integers.format(row.version).as_bytes());
+            line.push(b'\n');
+            self.rows.write_all(line).map_err(Self::io(&self.path))?;
+        }
+        for dead in &batch.dead_letters {
+            let line = &mut self.line;
+            line.clear();
+            line.extend_from_slice(integers.format(dead.row).as_bytes());
+            line.push(b',');
+            line.extend_from_slice(dead.reason.code().as_bytes());
+            line.push(b',');
+            push_csv_field(line, dead.detail.as_bytes());
+            line.push(b',');
+            push_csv_field(line, &dead.raw);
+            line.push(b'\n');
+            self.dead
+                .write_all(line)
+                .map_err(Self::io(&self.dead_path))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.rows.flush().map_err(Self::io(&self.path))?;
+        self.dead.flush().map_err(Self::io(&self.dead_path))
+    }
+}

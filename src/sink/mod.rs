@@ -1,0 +1,160 @@
+//! Stores that receive the dataflow's output, one epoch at a time.
+//!
+//! A sink gets a [`FeaturePlan`] to create or evolve its tables, then one [`EpochBatch`] per
+//! completed epoch, in epoch order, each written atomically. The embedded SQLite store and the CSV
+//! export are always built; PostgreSQL and Redshift implement the same trait.
+
+mod csv;
+mod sqlite;
+
+pub use self::csv::{push_csv_field, CsvSink};
+pub use self::sqlite::SqliteSink;
+
+use crate::plan::FeaturePlan;
+use crate::record::{Date, DeadLetter, LoanRow};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A row with the features of the version in force at its date.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRow {
+    pub loan: LoanRow,
+    pub version: u32,
+    /// The version's features, in the version's order; `None` is SQL NULL.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Totals of one column for one version and day (a row of `feature_stats`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatTotal {
+    pub version: u32,
+    pub day: Date,
+    /// `risk_score` or a feature name.
+    pub column: String,
+    pub rows: i64,
+    pub nulls: i64,
+    pub mean: Option<f64>,
+}
+
+/// Everything one epoch produced, in row order.
+#[derive(Debug, Default)]
+pub struct EpochBatch {
+    pub epoch: u64,
+    pub rows: Vec<FeatureRow>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub stats: Vec<StatTotal>,
+}
+
+/// A destination for feature rows.
+pub trait Sink: Send {
+    /// Creates the tables and views the plan needs, adding columns for new features.
+    fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError>;
+    /// Writes one epoch atomically.
+    fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError>;
+    /// Flushes whatever is buffered; called once after the last epoch.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// Where the output goes, parsed from `--store`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite:PATH` (or a bare path ending in `.db`/`.sqlite`).
+    Sqlite(PathBuf),
+    /// `csv:PATH`: features in PATH, dead letters in `PATH.dead_letter.csv`.
+    Csv(PathBuf),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            Ok(StoreUrl::Sqlite(PathBuf::from(
+                path.trim_start_matches("//"),
+            )))
+        } else if let Some(path) = s.strip_prefix("csv:") {
+            Ok(StoreUrl::Csv(PathBuf::from(path.trim_start_matches("//"))))
+        } else if s.ends_with(".db") || s.ends_with(".sqlite") {
+            Ok(StoreUrl::Sqlite(PathBuf::from(s)))
+        } else {
+            Err(format!("`{s}` is not a store: use sqlite:PATH or csv:PATH"))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Csv(p) => write!(f, "csv:{}", p.display()),
+        }
+    }
+}
+
+impl StoreUrl {
+    /// Opens a sink for `table`.
+    pub fn open(&self, table: &str) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(match self {
+            StoreUrl::Sqlite(path) => Box::new(SqliteSink::open(path, table)?),
+            StoreUrl::Csv(path) => Box::new(CsvSink::create(path)?),
+        })
+    }
+}
+
+/// Errors of a sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("SQLite store {path}: {action}")]
+    Sqlite {
+        path: PathBuf,
+        action: String,
+        #[source]
+        error: rusqlite::Error,
+    },
+    #[error("cannot write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("table `{table}` in {path} has column `{column}` of type {found}, but the plan needs {expected}")]
+    ColumnType {
+        path: PathBuf,
+        table: String,
+        column: String,
+        found: String,
+        expected: String,
+    },
+}
+
+impl SinkError {
+    /// Whether retrying can help (a busy or locked database, a transient I/O error).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SinkError::Sqlite {
+                error: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            } => {
+                matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                )
+            }
+            SinkError::Io { error, .. } => {
+                matches!(
+                    error.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+                )
+            }
+            _ => false,
+        }
+    }
+
+    fn sqlite(path: &Path, action: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> SinkError {
+        let (path, action) = (path.to_owned(), action.into());
+        move |error| SinkError::Sqlite {
+            path,
+            action,
+            error,
+        }
+    }
+}

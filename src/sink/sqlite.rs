@@ -1,0 +1,289 @@
+//! The embedded store: one SQLite file holding the feature table, its per-version views,
+//! `dead_letter`, `feature_stats` and the catalog's `feature_versions`.
+
+use super::{EpochBatch, FeatureRow, Sink, SinkError};
+use crate::features::ColumnType;
+use crate::plan::FeaturePlan;
+use crate::record::{TextField, BASE_COLUMNS};
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, Transaction};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+const BASE_TYPES: [&str; 9] = [
+    "REAL",
+    "TEXT NOT NULL",
+    "TEXT",
+    "REAL",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+    "TEXT",
+];
+
+const SHARED_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS dead_letter (
+    source_table TEXT    NOT NULL, -- the table the record was meant for
+    _row         INTEGER NOT NULL, -- source position (1-based data record number)
+    reason       TEXT    NOT NULL,
+    detail       TEXT    NOT NULL,
+    raw          BLOB    NOT NULL, -- the record's bytes as read
+    _modified_ts INTEGER NOT NULL,
+    PRIMARY KEY (source_table, _row)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feature_stats (
+    table_name       TEXT    NOT NULL,
+    _version         INTEGER NOT NULL,
+    application_date TEXT    NOT NULL,
+    column_name      TEXT    NOT NULL, -- risk_score or a feature
+    rows             INTEGER NOT NULL,
+    nulls            INTEGER NOT NULL,
+    mean             REAL,
+    PRIMARY KEY (table_name, _version, application_date, column_name)
+) WITHOUT ROWID;
+";
+
+/// Declared SQLite type of a feature column; both have REAL affinity, the name records the
+/// definition's type so a change can be detected.
+fn declared_type(column_type: ColumnType) -> &'static str {
+    match column_type {
+        ColumnType::Double => "DOUBLE",
+        ColumnType::Real => "REAL",
+    }
+}
+
+/// Writes one table's rows into a SQLite file.
+pub struct SqliteSink {
+    path: PathBuf,
+    table: String,
+    conn: Connection,
+    /// Per version: the position in the insert's feature columns of each of its features.
+    version_columns: Vec<Vec<usize>>,
+    feature_count: usize,
+    insert_sql: String,
+}
+
+impl SqliteSink {
+    pub fn open(path: &Path, table: &str) -> Result<SqliteSink, SinkError> {
+        let conn = Connection::open(path).map_err(SinkError::sqlite(path, "open"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(SinkError::sqlite(path, "set busy timeout"))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(SinkError::sqlite(path, "configure"))?;
+        Ok(SqliteSink {
+            path: path.to_owned(),
+            table: table.to_owned(),
+            conn,
+            version_columns: Vec::new(),
+            feature_count: 0,
+            insert_sql: String::new(),
+        })
+    }
+
+    fn evolve(&self, tx: &Transaction<'_>, plan: &FeaturePlan) -> Result<(), SinkError> {
+        let table = &self.table;
+        let columns = plan.columns();
+        let first = &plan.versions[0];
+        let mut create = format!("CREATE TABLE IF NOT EXISTS {table} (");
+        for (name, ty) in BASE_COLUMNS.iter().zip(BASE_TYPES) {
+            write!(create, "{name} {ty}, ").expect("string");
+        }
+        for (name, def) in &first.features {
+            write!(create, "{name} {}, ", declared_type(def.column_type)).expect("string");
+        }
+        create.push_str("_row INTEGER NOT NULL, _version INTEGER NOT NULL, _modified_ts INTEGER NOT NULL, PRIMARY KEY (_row, _version)) WITHOUT ROWID");
+        tx.execute_batch(&create).map_err(SinkError::sqlite(
+            &self.path,
+            format!("create table {table}"),
+        ))?;
+
+        let existing: Vec<(String, String)> = tx
+            .prepare(&format!(
+                "SELECT name, type FROM pragma_table_info('{table}')"
+            ))
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(SinkError::sqlite(
+                &self.path,
+                format!("read the columns of {table}"),
+            ))?;
+        for (name, def) in &columns {
+            let want = declared_type(def.column_type);
+            match existing.iter().find(|(n, _)| n == name) {
+                Some((_, found)) if found.eq_ignore_ascii_case(want) => {}
+                Some((_, found)) => {
+                    return Err(SinkError::ColumnType {
+                        path: self.path.clone(),
+                        table: table.clone(),
+                        column: name.clone(),
+                        found: found.clone(),
+                        expected: want.to_owned(),
+                    })
+                }
+                None => {
+                    tracing::info!(table, column = name.as_str(), definition = %def, "Adding feature column.");
+                    tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {want}"))
+                        .map_err(SinkError::sqlite(
+                            &self.path,
+                            format!("add column {table}.{name}"),
+                        ))?;
+                }
+            }
+        }
+
+        let base = BASE_COLUMNS.join(", ");
+        for version in &plan.versions {
+            let features: String = version.features.keys().map(|n| format!("{n}, ")).collect();
+            tx.execute_batch(&format!(
+                "DROP VIEW IF EXISTS {table}_v{id};
+                 CREATE VIEW {table}_v{id} AS SELECT {base}, {features}_row, _version, _modified_ts
+                 FROM {table} WHERE _version = {id};",
+                id = version.id
+            ))
+            .map_err(SinkError::sqlite(
+                &self.path,
+                format!("create view {table}_v{}", version.id),
+            ))?;
+        }
+        let all_features: String = columns.iter().map(|(n, _)| format!("{n}, ")).collect();
+        tx.execute_batch(&format!(
+            "DROP VIEW IF EXISTS {table}_latest;
+             CREATE VIEW {table}_latest AS SELECT {base}, {all_features}_row, _version, _modified_ts
+             FROM {table} AS t WHERE _version = (SELECT MAX(_version) FROM {table} WHERE _row = t._row);"
+        ))
+        .map_err(SinkError::sqlite(&self.path, format!("create view {table}_latest")))?;
+        tx.execute_batch(SHARED_TABLES)
+            .map_err(SinkError::sqlite(&self.path, "create shared tables"))?;
+        Ok(())
+    }
+
+    fn insert_rows(
+        &self,
+        tx: &Transaction<'_>,
+        rows: &[FeatureRow],
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(&self.insert_sql)?;
+        let mut params: Vec<Value> =
+            Vec::with_capacity(BASE_COLUMNS.len() + self.feature_count + 3);
+        for row in rows {
+            let loan = &row.loan;
+            let text = |f: TextField| Value::Text(loan.text(f).to_owned());
+            params.clear();
+            params.push(loan.amount_requested.map_or(Value::Null, Value::Real));
+            params.push(Value::Text(loan.application_date.to_string()));
+            params.push(text(TextField::LoanTitle));
+            params.push(loan.risk_score.map_or(Value::Null, Value::Real));
+            params.push(text(TextField::DebtToIncomeRatio));
+            params.push(text(TextField::ZipCode));
+            params.push(text(TextField::State));
+            params.push(text(TextField::EmploymentLength));
+            params.push(text(TextField::PolicyCode));
+            let features_at = params.len();
+            params.resize(features_at + self.feature_count, Value::Null);
+            for (value, &column) in row
+                .values
+                .iter()
+                .zip(&self.version_columns[row.version as usize])
+            {
+                params[features_at + column] = value.map_or(Value::Null, Value::Real);
+            }
+            params.push(Value::Integer(loan.row as i64));
+            params.push(Value::Integer(i64::from(row.version)));
+            params.push(Value::Integer(now));
+            stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SqliteSink {
+    fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(SinkError::sqlite(&self.path, "begin"))?;
+        self.evolve(&tx, plan)?;
+        tx.commit()
+            .map_err(SinkError::sqlite(&self.path, "commit schema changes"))?;
+
+        let columns = plan.columns();
+        self.feature_count = columns.len();
+        self.version_columns = plan
+            .versions
+            .iter()
+            .map(|v| {
+                v.features
+                    .keys()
+                    .map(|n| columns.iter().position(|(c, _)| c == n).expect("listed"))
+                    .collect()
+            })
+            .collect();
+        let names: Vec<&str> = BASE_COLUMNS
+            .iter()
+            .copied()
+            .chain(columns.iter().map(|(n, _)| n.as_str()))
+            .chain(["_row", "_version", "_modified_ts"])
+            .collect();
+        let marks = vec!["?"; names.len()].join(", ");
+        self.insert_sql = format!(
+            "INSERT OR IGNORE INTO {} ({}) VALUES ({marks})",
+            self.table,
+            names.join(", ")
+        );
+        Ok(())
+    }
+
+    fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
+        let now = crate::time::now_nanos();
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(SinkError::sqlite(&self.path, "begin"))?;
+        let action = |what: &str| format!("write epoch {} ({what})", batch.epoch);
+        self.insert_rows(&tx, &batch.rows, now)
+            .map_err(SinkError::sqlite(&self.path, action(&self.table)))?;
+        {
+            let mut dead = tx
+                .prepare_cached("INSERT OR IGNORE INTO dead_letter VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .map_err(SinkError::sqlite(&self.path, action("dead_letter")))?;
+            for d in &batch.dead_letters {
+                dead.execute(params![
+                    self.table,
+                    d.row as i64,
+                    d.reason.code(),
+                    d.detail,
+                    d.raw,
+                    now
+                ])
+                .map_err(SinkError::sqlite(&self.path, action("dead_letter")))?;
+            }
+            let mut stats = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO feature_stats VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(SinkError::sqlite(&self.path, action("feature_stats")))?;
+            for s in &batch.stats {
+                stats
+                    .execute(params![
+                        self.table,
+                        s.version,
+                        s.day.to_string(),
+                        s.column,
+                        s.rows,
+                        s.nulls,
+                        s.mean
+                    ])
+                    .map_err(SinkError::sqlite(&self.path, action("feature_stats")))?;
+            }
+        }
+        tx.commit()
+            .map_err(SinkError::sqlite(&self.path, action("commit")))
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(SinkError::sqlite(&self.path, "checkpoint"))
+    }
+}
