@@ -15,14 +15,16 @@ pub struct RecordParser {
     scratch_ends: [usize; 3],
 }
 
-type Rejection = (Reason, String);
+/// Why a record was rejected, and its date if that much was readable.
+type Rejection = (Reason, String, Option<Date>);
 
 impl RecordParser {
     /// Parses the record at source position `row`.
     pub fn parse(&mut self, row: u64, raw: &[u8]) -> Result<LoanRow, DeadLetter> {
         self.parse_fields(row, raw)
-            .map_err(|(reason, detail)| DeadLetter {
+            .map_err(|(reason, detail, application_date)| DeadLetter {
                 row,
+                application_date,
                 reason,
                 detail,
                 raw: raw.to_vec(),
@@ -35,6 +37,7 @@ impl RecordParser {
             (
                 Reason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                None,
             )
         })?;
         self.scratch.clear();
@@ -48,6 +51,7 @@ impl RecordParser {
                 return Err((
                     Reason::FieldCount,
                     format!("expected {FIELD_COUNT} fields, found {found}"),
+                    None,
                 ));
             }
             let out = match field {
@@ -71,6 +75,7 @@ impl RecordParser {
             return Err((
                 Reason::FieldCount,
                 format!("expected {FIELD_COUNT} fields, found {field}"),
+                None,
             ));
         }
         let [amount_end, date_end, score_end] = self.scratch_ends;
@@ -81,18 +86,21 @@ impl RecordParser {
             (
                 Reason::BadDate,
                 format!("application date `{date}` is not a YYYY-MM-DD date"),
+                None,
             )
         })?;
         let risk_score = parse_number(score).map_err(|()| {
             (
                 Reason::BadRiskScore,
                 format!("risk score `{score}` is not a number"),
+                Some(application_date),
             )
         })?;
         let amount_requested = parse_number(amount).map_err(|()| {
             (
                 Reason::BadAmount,
                 format!("amount requested `{amount}` is not a number"),
+                Some(application_date),
             )
         })?;
         Ok(LoanRow {
@@ -128,6 +136,7 @@ fn decode_field(rest: &mut &str, out: &mut String) -> Result<bool, Rejection> {
                 return Err((
                     Reason::UnterminatedQuote,
                     "a quoted field is never closed".to_owned(),
+                    None,
                 ));
             };
             out.push_str(&body[..q]);
@@ -263,6 +272,8 @@ mod tests {
             assert!(dead.detail.contains(detail), "{raw}: {}", dead.detail);
             assert_eq!(dead.raw, raw.as_bytes());
             assert_eq!(dead.row, 7);
+            let dated = matches!(reason, Reason::BadRiskScore | Reason::BadAmount);
+            assert_eq!(dead.application_date.is_some(), dated, "{raw}");
         }
         let bad_utf8 = b"1,2008-01-02,caf\xe9,700,5%,1xx,NY,1 year,0";
         let dead = RecordParser::default().parse(3, bad_utf8).unwrap_err();

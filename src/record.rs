@@ -65,6 +65,23 @@ impl Date {
         self.0 % 100
     }
 
+    /// Writes `YYYY-MM-DD` into `buf` without allocating.
+    pub fn write_iso(self, buf: &mut [u8; 10]) -> &str {
+        let digits = |n: u32, out: &mut [u8]| {
+            let mut n = n;
+            for b in out.iter_mut().rev() {
+                *b = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        digits(self.year(), &mut buf[0..4]);
+        buf[4] = b'-';
+        digits(self.month(), &mut buf[5..7]);
+        buf[7] = b'-';
+        digits(self.day(), &mut buf[8..10]);
+        std::str::from_utf8(buf).expect("ASCII digits")
+    }
+
     /// The date as the number `yyyymmdd`.
     pub fn as_yyyymmdd(self) -> u32 {
         self.0
@@ -210,6 +227,9 @@ impl Ord for LoanRow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub row: u64,
+    /// The application date, when the record got far enough to have one (so year filters can
+    /// still apply to it).
+    pub application_date: Option<Date>,
     pub reason: Reason,
     /// What exactly was wrong, for a person.
     pub detail: String,
@@ -262,6 +282,10 @@ mod tests {
     #[test]
     fn dates_are_checked_against_the_calendar() {
         assert_eq!(Date::parse("2007-05-26").unwrap().to_string(), "2007-05-26");
+        assert_eq!(
+            Date::parse("0999-01-09").unwrap().write_iso(&mut [0; 10]),
+            "0999-01-09"
+        );
         assert!(Date::parse("2008-02-29").is_some());
         assert!(Date::parse("2007-02-29").is_none());
         assert!(Date::parse("2000-02-29").is_some());

@@ -1,1 +1,10 @@
+//! One integration-test binary: every test runs the real `riskflow` binary over generated files
+//! and checks the store against oracles that are not our code (SQLite's window functions, a plain
+//! sequential loop) or against other runs of itself (worker counts, reruns).
 
+mod common;
+
+mod accounting;
+mod determinism;
+mod oracle;
+mod versions;

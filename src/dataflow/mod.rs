@@ -92,20 +92,23 @@ pub fn build<'scope>(
         })
         .collect();
     let stat_totals = stat_deltas.count_total().inner.flat_map(
-        move |(((version, day, column), total), _time, diff): (
+        move |(((version, day, column), total), time, diff): (
             (StatKey, StatDelta),
             Epoch,
             isize,
         )| {
             (diff > 0).then(|| {
-                SinkItem::Stat(StatTotal {
-                    version,
-                    day,
-                    column: stat_names[version as usize][column as usize].clone(),
-                    rows: total.rows,
-                    nulls: total.nulls,
-                    mean: total.mean(),
-                })
+                SinkItem::Stat(
+                    time,
+                    StatTotal {
+                        version,
+                        day,
+                        column: stat_names[version as usize][column as usize].clone(),
+                        rows: total.rows,
+                        nulls: total.nulls,
+                        mean: total.mean(),
+                    },
+                )
             })
         },
     );

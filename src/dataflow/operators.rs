@@ -60,11 +60,15 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
                             let (mut read, mut filtered) = (0, 0);
                             for (row, raw) in chunk.records() {
                                 read += 1;
-                                match parser.parse(row, raw) {
-                                    Ok(loan) if !years.contains(loan.application_date.year()) => {
-                                        filtered += 1
-                                    }
-                                    parsed => session.give(parsed),
+                                let parsed = parser.parse(row, raw);
+                                let date = match &parsed {
+                                    Ok(loan) => Some(loan.application_date),
+                                    Err(dead) => dead.application_date,
+                                };
+                                if date.is_some_and(|d| !years.contains(d.year())) {
+                                    filtered += 1;
+                                } else {
+                                    session.give(parsed);
                                 }
                             }
                             state.add_read(read, filtered);
@@ -208,7 +212,9 @@ use differential_dataflow::difference::Semigroup as _;
 pub enum SinkItem {
     Row(FeatureRow),
     Dead(DeadLetter),
-    Stat(StatTotal),
+    /// A new total, with the epoch it belongs to: differential sends updates of several times
+    /// in one message, so the message's time is only a lower bound.
+    Stat(Epoch, StatTotal),
 }
 
 /// Writes each epoch to the store once the frontier has passed it, in one transaction, on worker
@@ -235,24 +241,26 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, EpochBatch)> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
-                        let Some(cap) = cap.retain_least(output.output_index()) else {
-                            return;
-                        };
-                        let epoch = *cap.time();
-                        let (_, batch) = pending.entry(epoch).or_insert_with(|| {
-                            (
-                                cap,
-                                EpochBatch {
-                                    epoch,
-                                    ..EpochBatch::default()
-                                },
-                            )
-                        });
+                        let Some(&least) = cap.least() else { return };
+                        let port = output.output_index();
                         for item in data.flat_map(|batch| batch.drain(..)) {
+                            let epoch = match &item {
+                                SinkItem::Stat(epoch, _) => *epoch,
+                                SinkItem::Row(_) | SinkItem::Dead(_) => least,
+                            };
+                            let (_, batch) = pending.entry(epoch).or_insert_with(|| {
+                                (
+                                    cap.delayed(&epoch, port),
+                                    EpochBatch {
+                                        epoch,
+                                        ..EpochBatch::default()
+                                    },
+                                )
+                            });
                             match item {
                                 SinkItem::Row(row) => batch.rows.push(row),
                                 SinkItem::Dead(dead) => batch.dead_letters.push(dead),
-                                SinkItem::Stat(stat) => batch.stats.push(stat),
+                                SinkItem::Stat(_, stat) => batch.stats.push(stat),
                             }
                         }
                     });

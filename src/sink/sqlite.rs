@@ -5,10 +5,12 @@ use super::{EpochBatch, FeatureRow, Sink, SinkError};
 use crate::features::ColumnType;
 use crate::plan::FeaturePlan;
 use crate::record::{TextField, BASE_COLUMNS};
-use rusqlite::types::Value;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, Statement, Transaction};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+
+/// Rows per multi-row INSERT: fewer statement executions, well under SQLite's parameter limit.
+const ROWS_PER_INSERT: usize = 64;
 
 const BASE_TYPES: [&str; 9] = [
     "REAL",
@@ -58,10 +60,10 @@ pub struct SqliteSink {
     path: PathBuf,
     table: String,
     conn: Connection,
-    /// Per version: the position in the insert's feature columns of each of its features.
-    version_columns: Vec<Vec<usize>>,
-    feature_count: usize,
-    insert_sql: String,
+    /// Per version, per feature column of the table: which of the row's values goes there.
+    value_at_column: Vec<Vec<Option<usize>>>,
+    insert_many_sql: String,
+    insert_one_sql: String,
 }
 
 impl SqliteSink {
@@ -75,9 +77,9 @@ impl SqliteSink {
             path: path.to_owned(),
             table: table.to_owned(),
             conn,
-            version_columns: Vec::new(),
-            feature_count: 0,
-            insert_sql: String::new(),
+            value_at_column: Vec::new(),
+            insert_many_sql: String::new(),
+            insert_one_sql: String::new(),
         })
     }
 
@@ -163,36 +165,53 @@ impl SqliteSink {
         rows: &[FeatureRow],
         now: i64,
     ) -> rusqlite::Result<()> {
-        let mut stmt = tx.prepare_cached(&self.insert_sql)?;
-        let mut params: Vec<Value> =
-            Vec::with_capacity(BASE_COLUMNS.len() + self.feature_count + 3);
-        for row in rows {
-            let loan = &row.loan;
-            let text = |f: TextField| Value::Text(loan.text(f).to_owned());
-            params.clear();
-            params.push(loan.amount_requested.map_or(Value::Null, Value::Real));
-            params.push(Value::Text(loan.application_date.to_string()));
-            params.push(text(TextField::LoanTitle));
-            params.push(loan.risk_score.map_or(Value::Null, Value::Real));
-            params.push(text(TextField::DebtToIncomeRatio));
-            params.push(text(TextField::ZipCode));
-            params.push(text(TextField::State));
-            params.push(text(TextField::EmploymentLength));
-            params.push(text(TextField::PolicyCode));
-            let features_at = params.len();
-            params.resize(features_at + self.feature_count, Value::Null);
-            for (value, &column) in row
-                .values
-                .iter()
-                .zip(&self.version_columns[row.version as usize])
-            {
-                params[features_at + column] = value.map_or(Value::Null, Value::Real);
+        let chunks = rows.chunks_exact(ROWS_PER_INSERT);
+        let rest = chunks.remainder();
+        let mut many = tx.prepare_cached(&self.insert_many_sql)?;
+        for chunk in chunks {
+            let mut index = 1;
+            for row in chunk {
+                self.bind_row(&mut many, &mut index, row, now)?;
             }
-            params.push(Value::Integer(loan.row as i64));
-            params.push(Value::Integer(i64::from(row.version)));
-            params.push(Value::Integer(now));
-            stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+            many.raw_execute()?;
         }
+        let mut one = tx.prepare_cached(&self.insert_one_sql)?;
+        for row in rest {
+            self.bind_row(&mut one, &mut 1, row, now)?;
+            one.raw_execute()?;
+        }
+        Ok(())
+    }
+
+    /// Binds one row's values from parameter `index` on, without copying its text.
+    fn bind_row(
+        &self,
+        stmt: &mut Statement<'_>,
+        index: &mut usize,
+        row: &FeatureRow,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        let loan = &row.loan;
+        let mut date = [0u8; 10];
+        let i = *index;
+        stmt.raw_bind_parameter(i, loan.amount_requested)?;
+        stmt.raw_bind_parameter(i + 1, loan.application_date.write_iso(&mut date))?;
+        stmt.raw_bind_parameter(i + 2, loan.text(TextField::LoanTitle))?;
+        stmt.raw_bind_parameter(i + 3, loan.risk_score)?;
+        stmt.raw_bind_parameter(i + 4, loan.text(TextField::DebtToIncomeRatio))?;
+        stmt.raw_bind_parameter(i + 5, loan.text(TextField::ZipCode))?;
+        stmt.raw_bind_parameter(i + 6, loan.text(TextField::State))?;
+        stmt.raw_bind_parameter(i + 7, loan.text(TextField::EmploymentLength))?;
+        stmt.raw_bind_parameter(i + 8, loan.text(TextField::PolicyCode))?;
+        let features = &self.value_at_column[row.version as usize];
+        for (column, value_index) in features.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 9 + column, value_index.and_then(|v| row.values[v]))?;
+        }
+        let next = i + 9 + features.len();
+        stmt.raw_bind_parameter(next, loan.row as i64)?;
+        stmt.raw_bind_parameter(next + 1, row.version)?;
+        stmt.raw_bind_parameter(next + 2, now)?;
+        *index = next + 3;
         Ok(())
     }
 }
@@ -208,14 +227,13 @@ impl Sink for SqliteSink {
             .map_err(SinkError::sqlite(&self.path, "commit schema changes"))?;
 
         let columns = plan.columns();
-        self.feature_count = columns.len();
-        self.version_columns = plan
+        self.value_at_column = plan
             .versions
             .iter()
             .map(|v| {
-                v.features
-                    .keys()
-                    .map(|n| columns.iter().position(|(c, _)| c == n).expect("listed"))
+                columns
+                    .iter()
+                    .map(|(name, _)| v.features.get_index_of(name))
                     .collect()
             })
             .collect();
@@ -225,12 +243,17 @@ impl Sink for SqliteSink {
             .chain(columns.iter().map(|(n, _)| n.as_str()))
             .chain(["_row", "_version", "_modified_ts"])
             .collect();
-        let marks = vec!["?"; names.len()].join(", ");
-        self.insert_sql = format!(
-            "INSERT OR IGNORE INTO {} ({}) VALUES ({marks})",
-            self.table,
-            names.join(", ")
-        );
+        let tuple = format!("({})", vec!["?"; names.len()].join(", "));
+        let insert = |rows: usize| {
+            let values = vec![tuple.as_str(); rows].join(", ");
+            format!(
+                "INSERT OR IGNORE INTO {} ({}) VALUES {values}",
+                self.table,
+                names.join(", ")
+            )
+        };
+        self.insert_many_sql = insert(ROWS_PER_INSERT);
+        self.insert_one_sql = insert(1);
         Ok(())
     }
 

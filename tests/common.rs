@@ -1,0 +1,128 @@
+//! Helpers shared by the integration tests.
+
+use rusqlite::types::Value;
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A path inside the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Runs the binary; returns its output whatever the exit status.
+pub fn riskflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_riskflow"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the riskflow binary runs")
+}
+
+/// Runs the binary and returns its stdout, failing the test with stderr if it fails.
+pub fn riskflow_ok(args: &[&str]) -> String {
+    let out = riskflow(args);
+    assert!(
+        out.status.success(),
+        "riskflow {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Generates a file with `riskflow gen` and returns its path.
+pub fn generate(dir: &Path, name: &str, rows: u64, years: &str, extra: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let rows = rows.to_string();
+    let mut args = vec![
+        "gen",
+        "--rows",
+        &rows,
+        "--years",
+        years,
+        "--out",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    riskflow_ok(&args);
+    path
+}
+
+/// Writes a dataflow file and its feature set; returns the dataflow's path.
+pub fn write_dataflow(dir: &Path, name: &str, years: &str, feature_set_toml: &str) -> PathBuf {
+    std::fs::write(dir.join(format!("{name}_set.toml")), feature_set_toml).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!("name = \"{name}\"\nyears = \"{years}\"\nfeature_set = \"{name}_set.toml\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+pub fn sqlite_store(path: &Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
+/// All rows of a query, as SQLite values.
+pub fn rows(db: &Path, sql: &str) -> Vec<Vec<Value>> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A single integer from a query.
+pub fn count(db: &Path, sql: &str) -> i64 {
+    let conn = Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Column names of a table or view.
+pub fn columns(db: &Path, table: &str) -> Vec<String> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The numbers of a run summary line: (read, stored, filtered, dead-lettered).
+pub fn summary_counts(line: &str) -> (u64, u64, u64, u64) {
+    let after = |key: &str| -> u64 {
+        let start = line
+            .find(key)
+            .unwrap_or_else(|| panic!("`{key}` in {line}"))
+            + key.len();
+        line[start..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (
+        after("read "),
+        after("stored "),
+        after("filtered "),
+        after("dead-lettered "),
+    )
+}
+
+pub fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Real(x) => Some(*x),
+        Value::Integer(i) => Some(*i as f64),
+        Value::Null => None,
+        other => panic!("not a number: {other:?}"),
+    }
+}

@@ -1,0 +1,162 @@
+//! Features equal oracles that are not our code: SQLite's window functions for SMA, a plain
+//! sequential loop for EMA.
+
+use crate::common::*;
+
+/// EMA by the formula of DESIGN §3, written as plainly as possible.
+fn sequential_ema(scores: &[Option<f64>], span: f64) -> Vec<Option<f64>> {
+    let alpha = 2.0 / (span + 1.0);
+    let mut e: Option<f64> = None;
+    let mut out = Vec::new();
+    for s in scores {
+        if let Some(x) = s {
+            e = Some(match e {
+                None => *x,
+                Some(prev) => prev + alpha * (x - prev),
+            });
+        }
+        out.push(e);
+    }
+    out
+}
+
+fn assert_relative(got: Option<f64>, want: Option<f64>, what: &str) {
+    match (got, want) {
+        (Some(g), Some(w)) => {
+            let scale = w.abs().max(1e-300);
+            assert!(((g - w) / scale).abs() <= 1e-9, "{what}: {g} vs {w}");
+        }
+        (g, w) => assert_eq!(g, w, "{what}"),
+    }
+}
+
+#[test]
+fn sma_and_ema_equal_sql_windows_and_a_sequential_loop_over_120k_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.csv",
+        120_000,
+        "2007-2018",
+        &["--quirks", "--seed", "11"],
+    );
+    let dataflow = write_dataflow(
+        dir.path(),
+        "oracle",
+        "2007-2018",
+        r#"table = "oracle_features"
+[[versions]]
+id = 0
+applies_from = "2007-01-01"
+features = { ma50 = "sma(50)", ma100 = "sma(100)", ma3 = "sma(3)", ema50 = "ema(50)", ema7 = "ema(7)" }
+"#,
+    );
+    let db = dir.path().join("o.db");
+    riskflow_ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(&db),
+        "-w",
+        "2",
+        "--epoch-rows",
+        "8192",
+    ]);
+
+    let table = rows(
+        &db,
+        "SELECT risk_score, ma50, AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW),
+                ma100, AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 99 PRECEDING AND CURRENT ROW),
+                ma3, AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 2 PRECEDING AND CURRENT ROW),
+                ema50, ema7, _row
+         FROM oracle_features ORDER BY _row",
+    );
+    assert!(table.len() > 118_000, "{} rows", table.len());
+    let scores: Vec<Option<f64>> = table.iter().map(|r| as_f64(&r[0])).collect();
+    let nulls = scores.iter().filter(|s| s.is_none()).count();
+    assert!(nulls > 1000, "the input must have null scores ({nulls})");
+    for r in &table {
+        // Whole-number scores: SMA equals SQL exactly.
+        assert_eq!(as_f64(&r[1]), as_f64(&r[2]), "ma50 at _row {:?}", r[9]);
+        assert_eq!(as_f64(&r[3]), as_f64(&r[4]), "ma100 at _row {:?}", r[9]);
+        assert_eq!(as_f64(&r[5]), as_f64(&r[6]), "ma3 at _row {:?}", r[9]);
+    }
+    for (column, span) in [(7, 50.0), (8, 7.0)] {
+        let want = sequential_ema(&scores, span);
+        for (r, w) in table.iter().zip(want) {
+            assert_relative(
+                as_f64(&r[column]),
+                w,
+                &format!("ema({span}) at _row {:?}", r[9]),
+            );
+        }
+    }
+}
+
+#[test]
+fn the_default_plan_matches_the_oracles_across_its_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv.gz", 150_000, "2007-2013", &["--quirks"]);
+    let db = dir.path().join("d.db");
+    riskflow_ok(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(&db),
+        "-w",
+        "2",
+    ]);
+
+    // The stream of `loan_features` is every stored row, in _row order, from its first row.
+    let table = rows(
+        &db,
+        "SELECT _version, risk_score, ma50, ma100,
+                AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW),
+                AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 99 PRECEDING AND CURRENT ROW), _row
+         FROM loan_features ORDER BY _row",
+    );
+    let scores: Vec<Option<f64>> = table.iter().map(|r| as_f64(&r[1])).collect();
+    let ema = sequential_ema(&scores, 50.0);
+    let mut seen = [0usize; 3];
+    for (r, ema50) in table.iter().zip(ema) {
+        let version = as_f64(&r[0]).unwrap() as usize;
+        seen[version] += 1;
+        match version {
+            0 => {
+                assert_eq!(as_f64(&r[2]), as_f64(&r[4]), "v0 ma50 at {:?}", r[6]);
+                assert_eq!(as_f64(&r[3]), None, "v0 has no ma100");
+            }
+            1 => {
+                assert_eq!(as_f64(&r[2]), as_f64(&r[4]), "v1 ma50 at {:?}", r[6]);
+                assert_eq!(as_f64(&r[3]), as_f64(&r[5]), "v1 ma100 at {:?}", r[6]);
+            }
+            _ => {
+                assert_relative(
+                    as_f64(&r[2]),
+                    ema50,
+                    &format!("v2 ma50 (EMA) at {:?}", r[6]),
+                );
+                assert_eq!(as_f64(&r[3]), as_f64(&r[5]), "v2 ma100 at {:?}", r[6]);
+            }
+        }
+    }
+    assert!(
+        seen.iter().all(|&n| n > 100),
+        "every version has rows: {seen:?}"
+    );
+
+    // Task 1: 2007 only, its own window.
+    let task1 = rows(
+        &db,
+        "SELECT riskscorema50, AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW), application_date
+         FROM risk_score_ma50 ORDER BY _row",
+    );
+    assert!(task1.len() > 100);
+    for r in &task1 {
+        assert_eq!(as_f64(&r[0]), as_f64(&r[1]));
+        assert!(matches!(&r[2], rusqlite::types::Value::Text(d) if d.starts_with("2007-")));
+    }
+}
