@@ -1,1 +1,50 @@
-fn main() {}
+//! The reader's two stages on generated records: splitting a byte stream into records, and
+//! parsing records into rows.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use riskflow::gen::{write_records, GenOptions};
+use riskflow::parse::RecordParser;
+use riskflow::source::RecordSplitter;
+
+fn input() -> Vec<u8> {
+    let options = GenOptions { rows: 100_000, first_year: 2007, last_year: 2018, seed: 1, quirks: true, crlf: false, bom: false };
+    let mut bytes = Vec::new();
+    write_records(&options, &mut bytes).unwrap();
+    bytes
+}
+
+fn parser(c: &mut Criterion) {
+    let bytes = input();
+    let mut records = Vec::new();
+    let mut splitter = RecordSplitter::new(&bytes[..]);
+    splitter.next_record().unwrap(); // header
+    while let Some(r) = splitter.next_record().unwrap() {
+        records.push(r.to_vec());
+    }
+    let mut group = c.benchmark_group("reader");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("split_records", |b| {
+        b.iter(|| {
+            let mut splitter = RecordSplitter::new(&bytes[..]);
+            let mut n = 0usize;
+            while let Some(r) = splitter.next_record().unwrap() {
+                n += r.len();
+            }
+            black_box(n)
+        })
+    });
+    group.bench_function("parse_records", |b| {
+        let mut parser = RecordParser::default();
+        b.iter(|| {
+            let mut ok = 0usize;
+            for (i, r) in records.iter().enumerate() {
+                ok += usize::from(parser.parse(i as u64 + 1, r).is_ok());
+            }
+            black_box(ok)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parser);
+criterion_main!(benches);
