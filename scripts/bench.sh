@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# End-to-end throughput and peak memory of `riskflow run` on a generated file.
+#
+#   scripts/bench.sh                 # 5,000,000 rows, plain and gzip, SQLite and CSV, -w 1 and -w 2
+#   ROWS=1000000 scripts/bench.sh    # smaller
+#
+# Prints one line per configuration: records/s over the whole run (read, parse, features, store)
+# and the peak resident memory of the process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-5000000}
+WORKERS=${WORKERS:-"1 2"}
+dir=target/bench
+mkdir -p "$dir"
+cargo build --release --locked --quiet
+bin=target/release/riskflow
+
+for ext in csv csv.gz; do
+    file="$dir/rejected_${ROWS}.$ext"
+    [ -f "$file" ] || "$bin" gen --rows "$ROWS" --years 2007-2018 --quirks --out "$file" >/dev/null
+done
+
+measure() { # label, then the command
+    local label=$1
+    shift
+    python3 - "$label" "$ROWS" "$@" <<'PY'
+import resource, subprocess, sys, time
+label, rows, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+start = time.perf_counter()
+subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+elapsed = time.perf_counter() - start
+rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(f"{label:<34} {elapsed:7.2f} s {rows / elapsed:>12,.0f} records/s  peak RSS {rss_mb:7.1f} MB")
+PY
+}
+
+echo "riskflow run dataflows/features.toml, $ROWS generated records (2007-2018, with quirks)"
+for ext in csv csv.gz; do
+    for store in csv sqlite; do
+        for w in $WORKERS; do
+            out="$dir/out_${w}.$store"
+            rm -f "$out" "$out"-wal "$out"-shm "$out".dead_letter.csv
+            if [ "$store" = sqlite ]; then url="sqlite:$out"; else url="csv:$out"; fi
+            measure "input .$ext -> $store, -w $w" "$bin" run dataflows/features.toml --input "$dir/rejected_${ROWS}.$ext" --store "$url" -w "$w" -q
+        done
+    done
+done
