@@ -4,7 +4,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use riskflow::features::Kernel;
 
 fn scores(n: usize) -> Vec<Option<f64>> {
-    (0..n as u64).map(|i| (i % 13 != 0).then(|| (430 + (i * 7919) % 420) as f64)).collect()
+    (0..n as u64)
+        .map(|i| (i % 13 != 0).then(|| (430 + (i * 7919) % 420) as f64))
+        .collect()
 }
 
 fn kernels(c: &mut Criterion) {

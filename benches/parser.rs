@@ -7,7 +7,15 @@ use riskflow::parse::RecordParser;
 use riskflow::source::RecordSplitter;
 
 fn input() -> Vec<u8> {
-    let options = GenOptions { rows: 100_000, first_year: 2007, last_year: 2018, seed: 1, quirks: true, crlf: false, bom: false };
+    let options = GenOptions {
+        rows: 100_000,
+        first_year: 2007,
+        last_year: 2018,
+        seed: 1,
+        quirks: true,
+        crlf: false,
+        bom: false,
+    };
     let mut bytes = Vec::new();
     write_records(&options, &mut bytes).unwrap();
     bytes

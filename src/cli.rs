@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
     /// Records per epoch: the unit of ordering and of store transactions.
-    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 65_536)]
+    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 16_384)]
     pub epoch_rows: u64,
     /// Print only the one-line summary per dataflow.
     #[arg(short, long)]

@@ -16,6 +16,7 @@
 
 mod operators;
 mod stats;
+mod writer;
 
 pub use operators::{Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WriteToStore};
 pub use stats::{StatDelta, StatKey};

@@ -1,6 +1,7 @@
 //! The dataflow's operators, each a small extension trait over a timely stream.
 
 use super::stats::{StatDelta, StatKey};
+use super::writer::StoreWriter;
 use super::{RunState, WindowedRow};
 use crate::features::{FeatureDef, Kernel};
 use crate::parse::RecordParser;
@@ -10,7 +11,7 @@ use crate::sink::{EpochBatch, FeatureRow, Sink, StatTotal};
 use crate::source::RawChunk;
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -231,14 +232,19 @@ pub trait WriteToStore<'scope> {
 impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
     fn write_to_store(
         self,
-        mut sink: Option<Box<dyn Sink>>,
+        sink: Option<Box<dyn Sink>>,
         state: Arc<RunState>,
     ) -> StreamVec<'scope, Epoch, ()> {
+        let scope = self.scope();
         self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(|_: &SinkItem| 0),
             "WriteToStore",
-            move |_, _| {
+            move |_, info| {
+                let wake = scope.worker().sync_activator_for(info.address.to_vec());
+                let mut writer =
+                    sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake));
                 let mut pending: BTreeMap<Epoch, (Capability<Epoch>, EpochBatch)> = BTreeMap::new();
+                let mut writing: VecDeque<(Epoch, Capability<Epoch>)> = VecDeque::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
                         let Some(&least) = cap.least() else { return };
@@ -264,31 +270,33 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                             }
                         }
                     });
+                    let Some(store) = writer.as_mut() else {
+                        pending.clear();
+                        return;
+                    };
                     while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
+                        if frontier.less_equal(entry.key()) || state.failed() {
                             break;
                         }
-                        let (_cap, mut batch) = entry.remove();
-                        let Some(sink) = sink.as_mut() else { continue };
-                        if state.failed() {
-                            continue;
-                        }
+                        let (cap, mut batch) = entry.remove();
                         batch.rows.sort_unstable_by_key(|r| (r.loan.row, r.version));
                         batch.dead_letters.sort_unstable_by_key(|d| d.row);
                         batch.stats.sort_unstable_by(|a, b| {
                             (a.version, a.day, &a.column).cmp(&(b.version, b.day, &b.column))
                         });
-                        match sink.write_epoch(&batch) {
-                            Ok(()) => state.record_epoch(&batch),
-                            Err(error) => state.fail(error.into()),
-                        }
+                        writing.push_back((batch.epoch, cap));
+                        store.write(batch);
+                    }
+                    while writing
+                        .front()
+                        .is_some_and(|(epoch, _)| store.is_committed(*epoch))
+                    {
+                        writing.pop_front();
                     }
                     if frontier.is_empty() && pending.is_empty() {
-                        if let Some(mut sink) = sink.take() {
-                            if let Err(error) = sink.finish() {
-                                state.fail(error.into());
-                            }
-                        }
+                        store.finish();
+                        writing.clear();
+                        writer = None;
                     }
                 }
             },
