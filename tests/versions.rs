@@ -4,20 +4,12 @@
 use crate::common::*;
 use rusqlite::types::Value;
 
-const BASE: [&str; 9] = [
-    "amount_requested",
-    "application_date",
-    "loan_title",
-    "risk_score",
-    "debt_to_income_ratio",
-    "zip_code",
-    "state",
-    "employment_length",
-    "policy_code",
-];
-
 fn names(extra: &[&str]) -> Vec<String> {
-    BASE.iter().chain(extra).map(|s| s.to_string()).collect()
+    riskflow::record::BASE_COLUMNS
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn text(v: &Value) -> String {

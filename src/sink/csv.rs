@@ -2,7 +2,7 @@
 //! `<file>.dead_letter.csv` beside it. Rows are written in epoch order, so the file is the same
 //! byte for byte whatever the worker count (it carries no wall-clock column).
 
-use super::{EpochBatch, Sink, SinkError};
+use super::{value_at_column, EpochBatch, Sink, SinkError};
 use crate::plan::FeaturePlan;
 use crate::record::{TextField, BASE_COLUMNS};
 use std::fs::File;
@@ -14,10 +14,9 @@ pub struct CsvSink {
     dead_path: PathBuf,
     rows: BufWriter<File>,
     dead: BufWriter<File>,
-    version_columns: Vec<Vec<usize>>,
-    feature_count: usize,
+    /// Per version, per feature column: which of the row's values goes there.
+    value_at_column: Vec<Vec<Option<usize>>>,
     line: Vec<u8>,
-    cells: Vec<Option<f64>>,
 }
 
 impl CsvSink {
@@ -38,10 +37,8 @@ impl CsvSink {
             dead: create(&dead_path)?,
             path: path.to_owned(),
             dead_path,
-            version_columns: Vec::new(),
-            feature_count: 0,
+            value_at_column: Vec::new(),
             line: Vec::with_capacity(1024),
-            cells: Vec::new(),
         })
     }
 
@@ -81,17 +78,7 @@ fn push_number(line: &mut Vec<u8>, value: Option<f64>, buffer: &mut ryu::Buffer)
 impl Sink for CsvSink {
     fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
         let columns = plan.columns();
-        self.feature_count = columns.len();
-        self.version_columns = plan
-            .versions
-            .iter()
-            .map(|v| {
-                v.features
-                    .keys()
-                    .map(|n| columns.iter().position(|(c, _)| c == n).expect("listed"))
-                    .collect()
-            })
-            .collect();
+        self.value_at_column = value_at_column(plan, &columns);
         let header: Vec<&str> = BASE_COLUMNS
             .iter()
             .copied()
@@ -126,18 +113,9 @@ impl Sink for CsvSink {
                 line.push(b',');
                 push_csv_field(line, loan.text(field).as_bytes());
             }
-            self.cells.clear();
-            self.cells.resize(self.feature_count, None);
-            for (value, &column) in row
-                .values
-                .iter()
-                .zip(&self.version_columns[row.version as usize])
-            {
-                self.cells[column] = *value;
-            }
-            for cell in &self.cells {
+            for value_index in &self.value_at_column[row.version as usize] {
                 line.push(b',');
-                push_number(line, *cell, &mut numbers);
+                push_number(line, value_index.and_then(|v| row.values[v]), &mut numbers);
             }
             line.push(b',');
             line.extend_from_slice(integers.format(loan.row).as_bytes());

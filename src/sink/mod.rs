@@ -10,6 +10,7 @@ mod sqlite;
 pub use self::csv::{push_csv_field, CsvSink};
 pub use self::sqlite::SqliteSink;
 
+use crate::features::FeatureDef;
 use crate::plan::FeaturePlan;
 use crate::record::{Date, DeadLetter, LoanRow};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,23 @@ pub trait Sink: Send {
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError>;
     /// Flushes whatever is buffered; called once after the last epoch.
     fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// For each version of `plan`, for each of the table's feature `columns`: the index of the
+/// row's value that goes there (rows carry only their version's features), or `None`.
+pub fn value_at_column(
+    plan: &FeaturePlan,
+    columns: &[(String, FeatureDef)],
+) -> Vec<Vec<Option<usize>>> {
+    plan.versions
+        .iter()
+        .map(|v| {
+            columns
+                .iter()
+                .map(|(name, _)| v.features.get_index_of(name))
+                .collect()
+        })
+        .collect()
 }
 
 /// Where the output goes, parsed from `--store`.

@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file holding the feature table, its per-version views,
 //! `dead_letter`, `feature_stats` and the catalog's `feature_versions`.
 
-use super::{EpochBatch, FeatureRow, Sink, SinkError};
+use super::{value_at_column, EpochBatch, FeatureRow, Sink, SinkError};
 use crate::features::ColumnType;
 use crate::plan::FeaturePlan;
 use crate::record::{TextField, BASE_COLUMNS};
@@ -227,16 +227,7 @@ impl Sink for SqliteSink {
             .map_err(SinkError::sqlite(&self.path, "commit schema changes"))?;
 
         let columns = plan.columns();
-        self.value_at_column = plan
-            .versions
-            .iter()
-            .map(|v| {
-                columns
-                    .iter()
-                    .map(|(name, _)| v.features.get_index_of(name))
-                    .collect()
-            })
-            .collect();
+        self.value_at_column = value_at_column(plan, &columns);
         let names: Vec<&str> = BASE_COLUMNS
             .iter()
             .copied()
