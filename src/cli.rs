@@ -101,6 +101,14 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.dataflows
     };
+    if let StoreUrl::Csv(path) = &args.store {
+        if paths.len() > 1 && !path.is_dir() {
+            anyhow::bail!(
+                "{} dataflows would overwrite one CSV file: give an existing directory (csv:DIR) to get one <table>.csv per dataflow, or name one dataflow",
+                paths.len()
+            );
+        }
+    }
     let chunk_rows = 4096usize.min(args.epoch_rows.max(1) as usize);
     let epoch_rows = args.epoch_rows.max(1).div_ceil(chunk_rows as u64) * chunk_rows as u64;
     let target = RunTarget {

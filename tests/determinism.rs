@@ -106,3 +106,27 @@ fn the_csv_export_is_byte_identical_for_any_worker_count_and_epoch_size() {
         "CSV output depends on workers or epochs"
     );
 }
+
+#[test]
+fn several_dataflows_into_one_csv_file_are_refused_and_a_directory_gets_one_file_per_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 5_000, "2007-2009", &[]);
+    let file = format!("csv:{}", dir.path().join("one.csv").display());
+    let out = riskflow(&["run", "--input", input.to_str().unwrap(), "--store", &file]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give an existing directory"));
+    let folder = dir.path().join("export");
+    std::fs::create_dir(&folder).unwrap();
+    riskflow_ok(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &format!("csv:{}", folder.display()),
+    ]);
+    for table in ["risk_score_ma50", "loan_features"] {
+        let text = std::fs::read_to_string(folder.join(format!("{table}.csv"))).unwrap();
+        assert!(text.lines().count() > 100, "{table}");
+        assert!(folder.join(format!("{table}.csv.dead_letter.csv")).exists());
+    }
+}

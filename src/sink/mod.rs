@@ -78,7 +78,8 @@ pub fn value_at_column(
 pub enum StoreUrl {
     /// `sqlite:PATH` (or a bare path ending in `.db`/`.sqlite`).
     Sqlite(PathBuf),
-    /// `csv:PATH`: features in PATH, dead letters in `PATH.dead_letter.csv`.
+    /// `csv:PATH`: features in PATH, dead letters in `PATH.dead_letter.csv`; when PATH is a
+    /// directory, one `<table>.csv` per table in it.
     Csv(PathBuf),
 }
 
@@ -113,6 +114,9 @@ impl StoreUrl {
     pub fn open(&self, table: &str) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             StoreUrl::Sqlite(path) => Box::new(SqliteSink::open(path, table)?),
+            StoreUrl::Csv(path) if path.is_dir() => {
+                Box::new(CsvSink::create(&path.join(format!("{table}.csv")))?)
+            }
             StoreUrl::Csv(path) => Box::new(CsvSink::create(path)?),
         })
     }
