@@ -19,8 +19,9 @@ mod stats;
 mod writer;
 
 pub use operators::{Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WriteToStore};
-pub use stats::{StatDelta, StatKey};
+pub use stats::{StatDelta, StatKey, StatSums};
 
+use crate::features::FeatureValues;
 use crate::plan::FeaturePlan;
 use crate::record::{LoanRow, YearRange};
 use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError, StatTotal};
@@ -39,7 +40,7 @@ use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowedRow {
     pub loan: LoanRow,
-    pub values: Vec<Option<f64>>,
+    pub values: FeatureValues,
 }
 
 /// What one dataflow computes: which years of the input feed which table under which plan.

@@ -1,9 +1,9 @@
 //! The dataflow's operators, each a small extension trait over a timely stream.
 
-use super::stats::{StatDelta, StatKey};
+use super::stats::{StatDelta, StatKey, StatSums};
 use super::writer::StoreWriter;
 use super::{RunState, WindowedRow};
-use crate::features::{FeatureDef, Kernel};
+use crate::features::{FeatureDef, FeatureValues, Kernel};
 use crate::parse::RecordParser;
 use crate::plan::FeaturePlan;
 use crate::record::{DeadLetter, LoanRow, YearRange};
@@ -11,7 +11,7 @@ use crate::sink::{EpochBatch, FeatureRow, Sink, StatTotal};
 use crate::source::RawChunk;
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -114,7 +114,7 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanRow> {
                             break;
                         }
                         let (cap, mut rows) = entry.remove();
-                        rows.sort_unstable_by_key(|r| r.row);
+                        rows.sort_by_key(|r| r.row); // runs of chunks: the stable sort merges them
                         let mut session = output.session(&cap);
                         for loan in rows {
                             let values = kernels
@@ -160,42 +160,25 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedRow> {
                 Pipeline,
                 "StampVersions",
                 move |_, _| {
-                    let mut deltas: HashMap<StatKey, StatDelta> = HashMap::new();
+                    let mut sums = StatSums::default();
                     move |input, output| {
                         input.for_each_stamp(|cap, data| {
                             let Some(&time) = cap.least() else { return };
                             let mut session = output.session(&cap);
                             let mut unversioned = 0;
                             for windowed in data.flat_map(|batch| batch.drain(..)) {
-                                let Some(version) = plan.version_at(windowed.loan.application_date)
-                                else {
+                                let loan = windowed.loan;
+                                let Some(version) = plan.version_at(loan.application_date) else {
                                     unversioned += 1;
                                     continue;
                                 };
-                                let values: Vec<Option<f64>> = slots[version.id as usize]
-                                    .iter()
-                                    .map(|&s| windowed.values[s])
-                                    .collect();
-                                let day = windowed.loan.application_date;
-                                let mut add = |column: u16, value| {
-                                    deltas
-                                        .entry((version.id, day, column))
-                                        .or_default()
-                                        .plus_equals(&StatDelta::of(value));
-                                };
-                                add(0, windowed.loan.risk_score);
-                                for (i, value) in values.iter().enumerate() {
-                                    add(i as u16 + 1, *value);
-                                }
-                                session.give(Ok(FeatureRow {
-                                    loan: windowed.loan,
-                                    version: version.id,
-                                    values,
-                                }));
+                                let values: FeatureValues =
+                                    slots[version.id as usize].iter().map(|&s| windowed.values[s]).collect();
+                                let columns = std::iter::once(loan.risk_score).chain(values.iter().copied());
+                                sums.add(version.id, loan.application_date, columns);
+                                session.give(Ok(FeatureRow { loan, version: version.id, values }));
                             }
-                            session.give_iterator(
-                                deltas.drain().map(|(key, delta)| Err((key, time, delta))),
-                            );
+                            session.give_iterator(sums.take().into_iter().map(|(key, delta)| Err((key, time, delta))));
                             state.add_read(0, unversioned);
                         });
                     }
@@ -206,7 +189,6 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedRow> {
     }
 }
 
-use differential_dataflow::difference::Semigroup as _;
 
 /// One item bound for the store.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -279,7 +261,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                             break;
                         }
                         let (cap, mut batch) = entry.remove();
-                        batch.rows.sort_unstable_by_key(|r| (r.loan.row, r.version));
+                        batch.rows.sort_by_key(|r| (r.loan.row, r.version));
                         batch.dead_letters.sort_unstable_by_key(|d| d.row);
                         batch.stats.sort_unstable_by(|a, b| {
                             (a.version, a.day, &a.column).cmp(&(b.version, b.day, &b.column))

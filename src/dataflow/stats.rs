@@ -7,6 +7,7 @@
 use crate::record::Date;
 use differential_dataflow::difference::{IsZero, Semigroup};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Fixed-point scale of [`StatDelta::sum_micros`].
 const MICROS: f64 = 1e6;
@@ -63,6 +64,45 @@ impl Semigroup for StatDelta {
     }
 }
 
+/// Sums a batch's deltas per key. Rows come in `_row` order and mostly in date order, so
+/// consecutive rows usually share a (version, day): those cost no map lookup.
+#[derive(Default)]
+pub struct StatSums {
+    current: Option<(u32, Date)>,
+    running: Vec<StatDelta>,
+    sums: BTreeMap<StatKey, StatDelta>,
+}
+
+impl StatSums {
+    /// Adds one row: its score (column 0) and its version's feature values (columns 1..).
+    pub fn add(&mut self, version: u32, day: Date, columns: impl Iterator<Item = Option<f64>>) {
+        if self.current != Some((version, day)) {
+            self.flush();
+            self.current = Some((version, day));
+        }
+        for (i, value) in columns.enumerate() {
+            if self.running.len() <= i {
+                self.running.push(StatDelta::default());
+            }
+            self.running[i].plus_equals(&StatDelta::of(value));
+        }
+    }
+
+    /// Takes the sums so far.
+    pub fn take(&mut self) -> BTreeMap<StatKey, StatDelta> {
+        self.flush();
+        std::mem::take(&mut self.sums)
+    }
+
+    fn flush(&mut self) {
+        if let Some((version, day)) = self.current.take() {
+            for (column, delta) in self.running.drain(..).enumerate() {
+                self.sums.entry((version, day, column as u16)).or_default().plus_equals(&delta);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +123,19 @@ mod tests {
         assert_eq!((forward.rows, forward.nulls), (5, 2));
         assert!((forward.mean().unwrap() - 650.3 / 3.0).abs() < 1e-9);
         assert_eq!(StatDelta::of(None).mean(), None);
+    }
+
+    #[test]
+    fn sums_group_rows_by_version_day_and_column() {
+        let (d1, d2) = (Date::parse("2009-01-01").unwrap(), Date::parse("2009-01-02").unwrap());
+        let mut sums = StatSums::default();
+        sums.add(1, d1, [Some(1.0), None].into_iter());
+        sums.add(1, d2, [Some(2.0), Some(3.0)].into_iter());
+        sums.add(1, d1, [None, Some(4.0)].into_iter());
+        let taken = sums.take();
+        assert_eq!(taken[&(1, d1, 0)], StatDelta { rows: 2, nulls: 1, sum_micros: 1_000_000 });
+        assert_eq!(taken[&(1, d1, 1)], StatDelta { rows: 2, nulls: 1, sum_micros: 4_000_000 });
+        assert_eq!(taken[&(1, d2, 1)].rows, 1);
+        assert!(sums.take().is_empty());
     }
 }

@@ -8,3 +8,6 @@ mod kernel;
 
 pub use definition::{ColumnType, DefinitionError, FeatureDef, Kind};
 pub use kernel::{Ema, Kernel, Sma};
+
+/// Feature values of one row (`None` is SQL NULL); inline for the usual handful of features.
+pub type FeatureValues = smallvec::SmallVec<[Option<f64>; 4]>;

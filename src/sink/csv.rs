@@ -92,13 +92,14 @@ impl Sink for CsvSink {
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
         let mut numbers = ryu::Buffer::new();
         let mut integers = itoa::Buffer::new();
+        let mut date = [0u8; 10];
         for row in &batch.rows {
             let loan = &row.loan;
             let line = &mut self.line;
             line.clear();
             push_number(line, loan.amount_requested, &mut numbers);
             line.push(b',');
-            line.extend_from_slice(loan.application_date.to_string().as_bytes());
+            line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
             line.push(b',');
             push_csv_field(line, loan.text(TextField::LoanTitle).as_bytes());
             line.push(b',');

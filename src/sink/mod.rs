@@ -10,7 +10,7 @@ mod sqlite;
 pub use self::csv::{push_csv_field, CsvSink};
 pub use self::sqlite::SqliteSink;
 
-use crate::features::FeatureDef;
+use crate::features::{FeatureDef, FeatureValues};
 use crate::plan::FeaturePlan;
 use crate::record::{Date, DeadLetter, LoanRow};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ pub struct FeatureRow {
     pub loan: LoanRow,
     pub version: u32,
     /// The version's features, in the version's order; `None` is SQL NULL.
-    pub values: Vec<Option<f64>>,
+    pub values: FeatureValues,
 }
 
 /// Totals of one column for one version and day (a row of `feature_stats`).
