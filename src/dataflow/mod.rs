@@ -36,11 +36,11 @@ use timely::dataflow::operators::core::{Concatenate, Probe};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
-/// A row with the value of every definition the plan uses (before version stamping).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct WindowedRow {
-    pub loan: LoanRow,
-    pub values: FeatureValues,
+/// Consecutive rows with the value of every definition the plan uses (before version stamping).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowedBatch {
+    pub rows: Vec<LoanRow>,
+    pub values: Vec<FeatureValues>,
 }
 
 /// What one dataflow computes: which years of the input feed which table under which plan.
@@ -117,7 +117,7 @@ pub fn build<'scope>(
     let scope = features.scope();
     scope
         .concatenate([
-            features.map(SinkItem::Row),
+            features.map(SinkItem::Rows),
             dead_letters.map(SinkItem::Dead),
             stat_totals,
         ])
@@ -180,11 +180,15 @@ impl RunState {
     fn record_epoch(&self, batch: &EpochBatch) {
         let mut report = self.report.lock().expect("report lock");
         report.dead_lettered += batch.dead_letters.len() as u64;
-        for row in &batch.rows {
-            *report.stored.entry(row.version).or_default() += 1;
-            let preview = report.first_rows.entry(row.version).or_default();
+        for (loan, version, values) in batch.rows() {
+            *report.stored.entry(version).or_default() += 1;
+            let preview = report.first_rows.entry(version).or_default();
             if preview.len() < PREVIEW_ROWS {
-                preview.push(row.clone());
+                preview.push(FeatureRow {
+                    loan: loan.clone(),
+                    version,
+                    values: values.into(),
+                });
             }
         }
     }

@@ -2,12 +2,12 @@
 
 use super::stats::{StatDelta, StatKey, StatSums};
 use super::writer::StoreWriter;
-use super::{RunState, WindowedRow};
+use super::{RunState, WindowedBatch};
 use crate::features::{FeatureDef, FeatureValues, Kernel};
 use crate::parse::RecordParser;
 use crate::plan::FeaturePlan;
 use crate::record::{DeadLetter, LoanRow, YearRange};
-use crate::sink::{EpochBatch, FeatureRow, Sink, StatTotal};
+use crate::sink::{EpochBatch, FeatureBatch, Sink, StatTotal};
 use crate::source::RawChunk;
 use differential_dataflow::AsCollection;
 use differential_dataflow::VecCollection;
@@ -29,13 +29,14 @@ fn chunk_route(chunk: &RawChunk) -> u64 {
 
 /// Decodes raw chunks into rows, in parallel on every worker.
 pub trait ParseRecords<'scope> {
-    /// Rows of the wanted years, and the records that could not be read.
+    /// Rows of the wanted years (one batch per chunk, in `_row` order), and the records that
+    /// could not be read.
     fn parse_records(
         self,
         years: YearRange,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, LoanRow>,
+        StreamVec<'scope, Epoch, Vec<LoanRow>>,
         StreamVec<'scope, Epoch, DeadLetter>,
     );
 }
@@ -46,11 +47,12 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
         years: YearRange,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, LoanRow>,
+        StreamVec<'scope, Epoch, Vec<LoanRow>>,
         StreamVec<'scope, Epoch, DeadLetter>,
     ) {
         let mut parser = RecordParser::default();
-        self.unary::<CapacityContainerBuilder<Vec<Result<LoanRow, DeadLetter>>>, _, _, _>(
+        type Parsed = Result<Vec<LoanRow>, DeadLetter>;
+        self.unary::<CapacityContainerBuilder<Vec<Parsed>>, _, _, _>(
             Exchange::new(chunk_route),
             "ParseRecords",
             move |_, _| {
@@ -58,21 +60,26 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
                     input.for_each_stamp(|cap, data| {
                         let mut session = output.session(&cap);
                         for chunk in data.flat_map(|batch| batch.iter()) {
-                            let (mut read, mut filtered) = (0, 0);
+                            let mut rows = Vec::with_capacity(chunk.len());
+                            let mut filtered = 0;
                             for (row, raw) in chunk.records() {
-                                read += 1;
                                 let parsed = parser.parse(row, raw);
                                 let date = match &parsed {
                                     Ok(loan) => Some(loan.application_date),
                                     Err(dead) => dead.application_date,
                                 };
-                                if date.is_some_and(|d| !years.contains(d.year())) {
-                                    filtered += 1;
-                                } else {
-                                    session.give(parsed);
+                                match parsed {
+                                    _ if date.is_some_and(|d| !years.contains(d.year())) => {
+                                        filtered += 1
+                                    }
+                                    Ok(loan) => rows.push(loan),
+                                    Err(dead) => session.give(Err(dead)),
                                 }
                             }
-                            state.add_read(read, filtered);
+                            if !rows.is_empty() {
+                                session.give(Ok(rows));
+                            }
+                            state.add_read(chunk.len() as u64, filtered);
                         }
                     });
                 }
@@ -85,43 +92,53 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
 /// Holds rows per epoch until the frontier passes it, then feeds them to the kernels in `_row`
 /// order. All rows meet on one worker: the default feature key is the whole stream.
 pub trait OrderedWindows<'scope> {
-    fn ordered_windows(self, definitions: &[FeatureDef]) -> StreamVec<'scope, Epoch, WindowedRow>;
+    fn ordered_windows(self, definitions: &[FeatureDef])
+        -> StreamVec<'scope, Epoch, WindowedBatch>;
 }
 
-impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanRow> {
-    fn ordered_windows(self, definitions: &[FeatureDef]) -> StreamVec<'scope, Epoch, WindowedRow> {
+impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, Vec<LoanRow>> {
+    fn ordered_windows(
+        self,
+        definitions: &[FeatureDef],
+    ) -> StreamVec<'scope, Epoch, WindowedBatch> {
         let peers = self.scope().peers() as u64;
         let window_worker = peers - 1; // worker 0 also runs the sink
         let mut kernels: Vec<Kernel> = definitions.iter().map(Kernel::new).collect();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<WindowedRow>>, _, _, _>(
-            Exchange::new(move |_: &LoanRow| window_worker),
+        self.unary_frontier::<CapacityContainerBuilder<Vec<WindowedBatch>>, _, _, _>(
+            Exchange::new(move |_: &Vec<LoanRow>| window_worker),
             "OrderedWindows",
             move |_, _| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LoanRow>)> =
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Vec<LoanRow>>)> =
                     BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
                         let Some(cap) = cap.retain_least(output.output_index()) else {
                             return;
                         };
-                        let (_, rows) = pending
+                        let (_, batches) = pending
                             .entry(*cap.time())
                             .or_insert_with(|| (cap, Vec::new()));
-                        data.for_each(|batch| rows.append(batch));
+                        batches.extend(data.flat_map(|container| container.drain(..)));
                     });
                     while let Some(entry) = pending.first_entry() {
                         if frontier.less_equal(entry.key()) {
                             break;
                         }
-                        let (cap, mut rows) = entry.remove();
-                        rows.sort_by_key(|r| r.row); // runs of chunks: the stable sort merges them
+                        let (cap, mut batches) = entry.remove();
+                        // Each batch is one chunk, in order; chunks never interleave.
+                        batches.sort_unstable_by_key(|rows| rows.first().map(|r| r.row));
                         let mut session = output.session(&cap);
-                        for loan in rows {
-                            let values = kernels
-                                .iter_mut()
-                                .map(|k| k.push(loan.risk_score))
+                        for rows in batches {
+                            let values = rows
+                                .iter()
+                                .map(|loan| {
+                                    kernels
+                                        .iter_mut()
+                                        .map(|k| k.push(loan.risk_score))
+                                        .collect()
+                                })
                                 .collect();
-                            session.give(WindowedRow { loan, values });
+                            session.give(WindowedBatch { rows, values });
                         }
                     }
                 }
@@ -131,30 +148,30 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanRow> {
 }
 
 /// Gives each row the version in force at its date, keeping that version's features; also
-/// emits the changes to `feature_stats` (pre-summed per epoch) for differential to maintain.
+/// emits the changes to `feature_stats` (pre-summed per batch) for differential to maintain.
 pub trait StampVersions<'scope> {
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, FeatureRow>,
+        StreamVec<'scope, Epoch, FeatureBatch>,
         VecCollection<'scope, Epoch, StatKey, StatDelta>,
     );
 }
 
-impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedRow> {
+impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, FeatureRow>,
+        StreamVec<'scope, Epoch, FeatureBatch>,
         VecCollection<'scope, Epoch, StatKey, StatDelta>,
     ) {
         let plan = plan.clone();
         let slots = plan.definition_slots();
-        type Out = Result<FeatureRow, (StatKey, Epoch, StatDelta)>;
+        type Out = Result<FeatureBatch, (StatKey, Epoch, StatDelta)>;
         let (rows, stats) = self
             .unary::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
                 Pipeline,
@@ -165,21 +182,36 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedRow> {
                         input.for_each_stamp(|cap, data| {
                             let Some(&time) = cap.least() else { return };
                             let mut session = output.session(&cap);
-                            let mut unversioned = 0;
-                            for windowed in data.flat_map(|batch| batch.drain(..)) {
-                                let loan = windowed.loan;
-                                let Some(version) = plan.version_at(loan.application_date) else {
-                                    unversioned += 1;
-                                    continue;
-                                };
-                                let values: FeatureValues =
-                                    slots[version.id as usize].iter().map(|&s| windowed.values[s]).collect();
-                                let columns = std::iter::once(loan.risk_score).chain(values.iter().copied());
-                                sums.add(version.id, loan.application_date, columns);
-                                session.give(Ok(FeatureRow { loan, version: version.id, values }));
+                            for windowed in data.flat_map(|container| container.drain(..)) {
+                                let mut batch = FeatureBatch::default();
+                                for (loan, all_values) in
+                                    windowed.rows.into_iter().zip(windowed.values)
+                                {
+                                    let Some(version) = plan.version_at(loan.application_date)
+                                    else {
+                                        state.add_read(0, 1);
+                                        continue;
+                                    };
+                                    let values: FeatureValues = slots[version.id as usize]
+                                        .iter()
+                                        .map(|&s| all_values[s])
+                                        .collect();
+                                    let columns = std::iter::once(loan.risk_score)
+                                        .chain(values.iter().copied());
+                                    sums.add(version.id, loan.application_date, columns);
+                                    batch.rows.push(loan);
+                                    batch.versions.push(version.id);
+                                    batch.values.push(values);
+                                }
+                                if !batch.is_empty() {
+                                    session.give(Ok(batch));
+                                }
                             }
-                            session.give_iterator(sums.take().into_iter().map(|(key, delta)| Err((key, time, delta))));
-                            state.add_read(0, unversioned);
+                            session.give_iterator(
+                                sums.take()
+                                    .into_iter()
+                                    .map(|(key, delta)| Err((key, time, delta))),
+                            );
                         });
                     }
                 },
@@ -189,11 +221,10 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedRow> {
     }
 }
 
-
 /// One item bound for the store.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum SinkItem {
-    Row(FeatureRow),
+    Rows(FeatureBatch),
     Dead(DeadLetter),
     /// A new total, with the epoch it belongs to: differential sends updates of several times
     /// in one message, so the message's time is only a lower bound.
@@ -234,7 +265,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         for item in data.flat_map(|batch| batch.drain(..)) {
                             let epoch = match &item {
                                 SinkItem::Stat(epoch, _) => *epoch,
-                                SinkItem::Row(_) | SinkItem::Dead(_) => least,
+                                SinkItem::Rows(_) | SinkItem::Dead(_) => least,
                             };
                             let (_, batch) = pending.entry(epoch).or_insert_with(|| {
                                 (
@@ -246,7 +277,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                                 )
                             });
                             match item {
-                                SinkItem::Row(row) => batch.rows.push(row),
+                                SinkItem::Rows(rows) => batch.rows.push(rows),
                                 SinkItem::Dead(dead) => batch.dead_letters.push(dead),
                                 SinkItem::Stat(_, stat) => batch.stats.push(stat),
                             }
@@ -261,7 +292,9 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                             break;
                         }
                         let (cap, mut batch) = entry.remove();
-                        batch.rows.sort_by_key(|r| (r.loan.row, r.version));
+                        batch
+                            .rows
+                            .sort_unstable_by_key(|rows| rows.rows.first().map(|r| r.row));
                         batch.dead_letters.sort_unstable_by_key(|d| d.row);
                         batch.stats.sort_unstable_by(|a, b| {
                             (a.version, a.day, &a.column).cmp(&(b.version, b.day, &b.column))

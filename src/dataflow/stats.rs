@@ -97,7 +97,10 @@ impl StatSums {
     fn flush(&mut self) {
         if let Some((version, day)) = self.current.take() {
             for (column, delta) in self.running.drain(..).enumerate() {
-                self.sums.entry((version, day, column as u16)).or_default().plus_equals(&delta);
+                self.sums
+                    .entry((version, day, column as u16))
+                    .or_default()
+                    .plus_equals(&delta);
             }
         }
     }
@@ -127,14 +130,31 @@ mod tests {
 
     #[test]
     fn sums_group_rows_by_version_day_and_column() {
-        let (d1, d2) = (Date::parse("2009-01-01").unwrap(), Date::parse("2009-01-02").unwrap());
+        let (d1, d2) = (
+            Date::parse("2009-01-01").unwrap(),
+            Date::parse("2009-01-02").unwrap(),
+        );
         let mut sums = StatSums::default();
         sums.add(1, d1, [Some(1.0), None].into_iter());
         sums.add(1, d2, [Some(2.0), Some(3.0)].into_iter());
         sums.add(1, d1, [None, Some(4.0)].into_iter());
         let taken = sums.take();
-        assert_eq!(taken[&(1, d1, 0)], StatDelta { rows: 2, nulls: 1, sum_micros: 1_000_000 });
-        assert_eq!(taken[&(1, d1, 1)], StatDelta { rows: 2, nulls: 1, sum_micros: 4_000_000 });
+        assert_eq!(
+            taken[&(1, d1, 0)],
+            StatDelta {
+                rows: 2,
+                nulls: 1,
+                sum_micros: 1_000_000
+            }
+        );
+        assert_eq!(
+            taken[&(1, d1, 1)],
+            StatDelta {
+                rows: 2,
+                nulls: 1,
+                sum_micros: 4_000_000
+            }
+        );
         assert_eq!(taken[&(1, d2, 1)].rows, 1);
         assert!(sums.take().is_empty());
     }

@@ -69,9 +69,20 @@ pub fn push_csv_field(line: &mut Vec<u8>, field: &[u8]) {
     }
 }
 
-fn push_number(line: &mut Vec<u8>, value: Option<f64>, buffer: &mut ryu::Buffer) {
-    if let Some(v) = value {
-        line.extend_from_slice(buffer.format(v).as_bytes());
+/// Appends a number as its shortest round-trip form (`1000.0`, `648.75`), or nothing for null.
+/// Whole numbers (amounts, scores) skip the float formatter; the text is the same.
+fn push_number(
+    line: &mut Vec<u8>,
+    value: Option<f64>,
+    floats: &mut ryu::Buffer,
+    integers: &mut itoa::Buffer,
+) {
+    let Some(v) = value else { return };
+    if v == v.trunc() && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        line.extend_from_slice(integers.format(v as i64).as_bytes());
+        line.extend_from_slice(b".0");
+    } else {
+        line.extend_from_slice(floats.format(v).as_bytes());
     }
 }
 
@@ -93,17 +104,16 @@ impl Sink for CsvSink {
         let mut numbers = ryu::Buffer::new();
         let mut integers = itoa::Buffer::new();
         let mut date = [0u8; 10];
-        for row in &batch.rows {
-            let loan = &row.loan;
+        for (loan, version, values) in batch.rows() {
             let line = &mut self.line;
             line.clear();
-            push_number(line, loan.amount_requested, &mut numbers);
+            push_number(line, loan.amount_requested, &mut numbers, &mut integers);
             line.push(b',');
             line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
             line.push(b',');
             push_csv_field(line, loan.text(TextField::LoanTitle).as_bytes());
             line.push(b',');
-            push_number(line, loan.risk_score, &mut numbers);
+            push_number(line, loan.risk_score, &mut numbers, &mut integers);
             for field in [
                 TextField::DebtToIncomeRatio,
                 TextField::ZipCode,
@@ -114,14 +124,19 @@ impl Sink for CsvSink {
                 line.push(b',');
                 push_csv_field(line, loan.text(field).as_bytes());
             }
-            for value_index in &self.value_at_column[row.version as usize] {
+            for value_index in &self.value_at_column[version as usize] {
                 line.push(b',');
-                push_number(line, value_index.and_then(|v| row.values[v]), &mut numbers);
+                push_number(
+                    line,
+                    value_index.and_then(|v| values[v]),
+                    &mut numbers,
+                    &mut integers,
+                );
             }
             line.push(b',');
             line.extend_from_slice(integers.format(loan.row).as_bytes());
             line.push(b',');
-            line.extend_from_slice(integers.format(row.version).as_bytes());
+            line.extend_from_slice(integers.format(version).as_bytes());
             line.push(b'\n');
             self.rows.write_all(line).map_err(Self::io(&self.path))?;
         }
@@ -146,5 +161,39 @@ impl Sink for CsvSink {
     fn finish(&mut self) -> Result<(), SinkError> {
         self.rows.flush().map_err(Self::io(&self.path))?;
         self.dead.flush().map_err(Self::io(&self.dead_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_like_the_float_formatter() {
+        let (mut floats, mut integers) = (ryu::Buffer::new(), itoa::Buffer::new());
+        for v in [
+            0.0,
+            -0.0,
+            1000.0,
+            693.0,
+            -1.0,
+            648.75,
+            679.333_333_333_333_4,
+            1e14,
+            1e15,
+            1e16,
+            0.1,
+        ] {
+            let mut line = Vec::new();
+            push_number(&mut line, Some(v), &mut floats, &mut integers);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                ryu::Buffer::new().format(v),
+                "{v}"
+            );
+        }
+        let mut line = Vec::new();
+        push_number(&mut line, None, &mut floats, &mut integers);
+        assert!(line.is_empty());
     }
 }

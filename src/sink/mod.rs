@@ -16,13 +16,43 @@ use crate::record::{Date, DeadLetter, LoanRow};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A row with the features of the version in force at its date.
+/// A row with the features of the version in force at its date (an owned copy, for display).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureRow {
     pub loan: LoanRow,
     pub version: u32,
     /// The version's features, in the version's order; `None` is SQL NULL.
     pub values: FeatureValues,
+}
+
+/// Consecutive rows (in `_row` order) with their versions and feature values: the unit the
+/// dataflow moves, so a row is moved once per batch rather than once per operator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeatureBatch {
+    pub rows: Vec<LoanRow>,
+    /// The version in force at each row's date.
+    pub versions: Vec<u32>,
+    /// Each row's values of its version's features, in the version's order.
+    pub values: Vec<FeatureValues>,
+}
+
+impl FeatureBatch {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows with their version and values.
+    pub fn iter(&self) -> impl Iterator<Item = (&LoanRow, u32, &[Option<f64>])> + '_ {
+        self.rows
+            .iter()
+            .zip(&self.versions)
+            .zip(&self.values)
+            .map(|((row, v), values)| (row, *v, &values[..]))
+    }
 }
 
 /// Totals of one column for one version and day (a row of `feature_stats`).
@@ -41,9 +71,21 @@ pub struct StatTotal {
 #[derive(Debug, Default)]
 pub struct EpochBatch {
     pub epoch: u64,
-    pub rows: Vec<FeatureRow>,
+    /// Batches in `_row` order.
+    pub rows: Vec<FeatureBatch>,
     pub dead_letters: Vec<DeadLetter>,
     pub stats: Vec<StatTotal>,
+}
+
+impl EpochBatch {
+    /// All rows of the epoch with their version and values, in `_row` order.
+    pub fn rows(&self) -> impl Iterator<Item = (&LoanRow, u32, &[Option<f64>])> + '_ {
+        self.rows.iter().flat_map(FeatureBatch::iter)
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows.iter().map(FeatureBatch::len).sum()
+    }
 }
 
 /// A destination for feature rows.

@@ -1,10 +1,10 @@
 //! The embedded store: one SQLite file holding the feature table, its per-version views,
 //! `dead_letter`, `feature_stats` and the catalog's `feature_versions`.
 
-use super::{value_at_column, EpochBatch, FeatureRow, Sink, SinkError};
+use super::{value_at_column, EpochBatch, Sink, SinkError};
 use crate::features::ColumnType;
 use crate::plan::FeaturePlan;
-use crate::record::{TextField, BASE_COLUMNS};
+use crate::record::{LoanRow, TextField, BASE_COLUMNS};
 use rusqlite::{params, Connection, Statement, Transaction};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -162,23 +162,26 @@ impl SqliteSink {
     fn insert_rows(
         &self,
         tx: &Transaction<'_>,
-        rows: &[FeatureRow],
+        epoch: &EpochBatch,
         now: i64,
     ) -> rusqlite::Result<()> {
-        let chunks = rows.chunks_exact(ROWS_PER_INSERT);
-        let rest = chunks.remainder();
+        let total = epoch.row_count();
+        let in_full_statements = total - total % ROWS_PER_INSERT;
         let mut many = tx.prepare_cached(&self.insert_many_sql)?;
-        for chunk in chunks {
-            let mut index = 1;
-            for row in chunk {
-                self.bind_row(&mut many, &mut index, row, now)?;
-            }
-            many.raw_execute()?;
-        }
         let mut one = tx.prepare_cached(&self.insert_one_sql)?;
-        for row in rest {
-            self.bind_row(&mut one, &mut 1, row, now)?;
-            one.raw_execute()?;
+        let (mut index, mut bound) = (1, 0);
+        for (n, row) in epoch.rows().enumerate() {
+            if n < in_full_statements {
+                self.bind_row(&mut many, &mut index, row, now)?;
+                bound += 1;
+                if bound == ROWS_PER_INSERT {
+                    many.raw_execute()?;
+                    (index, bound) = (1, 0);
+                }
+            } else {
+                self.bind_row(&mut one, &mut 1, row, now)?;
+                one.raw_execute()?;
+            }
         }
         Ok(())
     }
@@ -188,10 +191,9 @@ impl SqliteSink {
         &self,
         stmt: &mut Statement<'_>,
         index: &mut usize,
-        row: &FeatureRow,
+        (loan, version, values): (&LoanRow, u32, &[Option<f64>]),
         now: i64,
     ) -> rusqlite::Result<()> {
-        let loan = &row.loan;
         let mut date = [0u8; 10];
         let i = *index;
         stmt.raw_bind_parameter(i, loan.amount_requested)?;
@@ -203,13 +205,13 @@ impl SqliteSink {
         stmt.raw_bind_parameter(i + 6, loan.text(TextField::State))?;
         stmt.raw_bind_parameter(i + 7, loan.text(TextField::EmploymentLength))?;
         stmt.raw_bind_parameter(i + 8, loan.text(TextField::PolicyCode))?;
-        let features = &self.value_at_column[row.version as usize];
+        let features = &self.value_at_column[version as usize];
         for (column, value_index) in features.iter().enumerate() {
-            stmt.raw_bind_parameter(i + 9 + column, value_index.and_then(|v| row.values[v]))?;
+            stmt.raw_bind_parameter(i + 9 + column, value_index.and_then(|v| values[v]))?;
         }
         let next = i + 9 + features.len();
         stmt.raw_bind_parameter(next, loan.row as i64)?;
-        stmt.raw_bind_parameter(next + 1, row.version)?;
+        stmt.raw_bind_parameter(next + 1, version)?;
         stmt.raw_bind_parameter(next + 2, now)?;
         *index = next + 3;
         Ok(())
@@ -255,7 +257,7 @@ impl Sink for SqliteSink {
             .unchecked_transaction()
             .map_err(SinkError::sqlite(&self.path, "begin"))?;
         let action = |what: &str| format!("write epoch {} ({what})", batch.epoch);
-        self.insert_rows(&tx, &batch.rows, now)
+        self.insert_rows(&tx, batch, now)
             .map_err(SinkError::sqlite(&self.path, action(&self.table)))?;
         {
             let mut dead = tx
