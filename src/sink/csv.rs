@@ -12,12 +12,15 @@ use std::path::{Path, PathBuf};
 pub struct CsvSink {
     path: PathBuf,
     dead_path: PathBuf,
-    rows: BufWriter<File>,
+    rows: File,
+    /// Rows are formatted straight into this buffer, written out past `FLUSH_BYTES`.
+    buffer: Vec<u8>,
     dead: BufWriter<File>,
     /// Per version, per feature column: which of the row's values goes there.
     value_at_column: Vec<Vec<Option<usize>>>,
-    line: Vec<u8>,
 }
+
+const FLUSH_BYTES: usize = 1 << 20;
 
 impl CsvSink {
     pub fn create(path: &Path) -> Result<CsvSink, SinkError> {
@@ -33,12 +36,12 @@ impl CsvSink {
                 })
         };
         Ok(CsvSink {
-            rows: create(path)?,
+            rows: File::create(path).map_err(Self::io(path))?,
+            buffer: Vec::with_capacity(2 * FLUSH_BYTES),
             dead: create(&dead_path)?,
             path: path.to_owned(),
             dead_path,
             value_at_column: Vec::new(),
-            line: Vec::with_capacity(1024),
         })
     }
 
@@ -96,7 +99,8 @@ impl Sink for CsvSink {
             .chain(columns.iter().map(|(n, _)| n.as_str()))
             .chain(["_row", "_version"])
             .collect();
-        writeln!(self.rows, "{}", header.join(",")).map_err(Self::io(&self.path))?;
+        self.buffer.extend_from_slice(header.join(",").as_bytes());
+        self.buffer.push(b'\n');
         writeln!(self.dead, "_row,reason,detail,raw").map_err(Self::io(&self.dead_path))
     }
 
@@ -105,8 +109,7 @@ impl Sink for CsvSink {
         let mut integers = itoa::Buffer::new();
         let mut date = [0u8; 10];
         for (loan, version, values) in batch.rows() {
-            let line = &mut self.line;
-            line.clear();
+            let line = &mut self.buffer;
             push_number(line, loan.amount_requested, &mut numbers, &mut integers);
             line.push(b',');
             line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
@@ -138,28 +141,36 @@ impl Sink for CsvSink {
             line.push(b',');
             line.extend_from_slice(integers.format(version).as_bytes());
             line.push(b'\n');
-            self.rows.write_all(line).map_err(Self::io(&self.path))?;
         }
+        if self.buffer.len() >= FLUSH_BYTES {
+            self.rows
+                .write_all(&self.buffer)
+                .map_err(Self::io(&self.path))?;
+            self.buffer.clear();
+        }
+        let mut line = Vec::new();
         for dead in &batch.dead_letters {
-            let line = &mut self.line;
             line.clear();
             line.extend_from_slice(integers.format(dead.row).as_bytes());
             line.push(b',');
             line.extend_from_slice(dead.reason.code().as_bytes());
             line.push(b',');
-            push_csv_field(line, dead.detail.as_bytes());
+            push_csv_field(&mut line, dead.detail.as_bytes());
             line.push(b',');
-            push_csv_field(line, &dead.raw);
+            push_csv_field(&mut line, &dead.raw);
             line.push(b'\n');
             self.dead
-                .write_all(line)
+                .write_all(&line)
                 .map_err(Self::io(&self.dead_path))?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.rows.flush().map_err(Self::io(&self.path))?;
+        self.rows
+            .write_all(&self.buffer)
+            .map_err(Self::io(&self.path))?;
+        self.buffer.clear();
         self.dead.flush().map_err(Self::io(&self.dead_path))
     }
 }
