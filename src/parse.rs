@@ -19,6 +19,17 @@ pub struct RecordParser {
 type Rejection = (Reason, String, Option<Date>);
 
 impl RecordParser {
+    /// The dead letter for a record cut to its first `raw.len()` bytes out of `full_length`.
+    pub fn oversized(row: u64, raw: &[u8], full_length: u64) -> DeadLetter {
+        DeadLetter {
+            row,
+            application_date: None,
+            reason: Reason::Oversized,
+            detail: format!("the record is {full_length} bytes, over the {} byte limit; its first {} bytes are kept", crate::source::MAX_RECORD_BYTES, raw.len()),
+            raw: raw.to_vec(),
+        }
+    }
+
     /// Parses the record at source position `row`.
     pub fn parse(&mut self, row: u64, raw: &[u8]) -> Result<LoanRow, DeadLetter> {
         self.parse_fields(row, raw)

@@ -245,18 +245,10 @@ pub enum Reason {
     BadDate,
     BadRiskScore,
     BadAmount,
+    Oversized,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
-        Reason::InvalidUtf8,
-        Reason::FieldCount,
-        Reason::UnterminatedQuote,
-        Reason::BadDate,
-        Reason::BadRiskScore,
-        Reason::BadAmount,
-    ];
-
     pub fn code(self) -> &'static str {
         match self {
             Reason::InvalidUtf8 => "invalid_utf8",
@@ -265,6 +257,7 @@ impl Reason {
             Reason::BadDate => "bad_application_date",
             Reason::BadRiskScore => "bad_risk_score",
             Reason::BadAmount => "bad_amount_requested",
+            Reason::Oversized => "oversized_record",
         }
     }
 }

@@ -148,3 +148,59 @@ fn feature_stats_agree_with_the_stored_rows() {
         ) > 100
     );
 }
+
+#[test]
+fn a_10_mb_title_is_dead_lettered_and_later_rows_keep_their_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("huge.csv");
+    let mut bytes = format!(
+        "{}\n1000.0,2008-01-02,small,700.0,10%,100xx,NY,1 year,0.0\n",
+        riskflow::record::HEADER
+    )
+    .into_bytes();
+    bytes.extend_from_slice(b"2000.0,2008-01-03,\"");
+    for _ in 0..200_000 {
+        bytes.extend_from_slice(b"forty-nine bytes of title, \"\"quoted\"\"\nand more ");
+    }
+    bytes.extend_from_slice(b"\",650.0,5%,200xx,CA,2 years,0.0\n3000.0,2008-01-04,after,600.0,7%,300xx,TX,3 years,0.0\n");
+    std::fs::write(&input, &bytes).unwrap();
+    let db = dir.path().join("h.db");
+    let flow = repo("dataflows/features.toml");
+    let out = riskflow_ok(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(&db),
+        "-q",
+    ]);
+    assert_eq!(
+        summary_counts(out.lines().next().unwrap()),
+        (3, 2, 0, 1),
+        "{out}"
+    );
+    let dead = rows(
+        &db,
+        "SELECT _row, reason, length(raw), detail FROM dead_letter",
+    );
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0][0], Value::Integer(2));
+    assert_eq!(dead[0][1], Value::Text("oversized_record".into()));
+    assert_eq!(
+        dead[0][2],
+        Value::Integer(riskflow::source::MAX_RECORD_BYTES as i64)
+    );
+    let stored = rows(
+        &db,
+        "SELECT _row, loan_title, ma50 FROM loan_features ORDER BY _row",
+    );
+    assert_eq!(
+        stored[1],
+        vec![
+            Value::Integer(3),
+            Value::Text("after".into()),
+            Value::Real(650.0)
+        ]
+    );
+}

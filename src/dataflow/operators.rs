@@ -62,8 +62,11 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
                         for chunk in data.flat_map(|batch| batch.iter()) {
                             let mut rows = Vec::with_capacity(chunk.len());
                             let mut filtered = 0;
-                            for (row, raw) in chunk.records() {
-                                let parsed = parser.parse(row, raw);
+                            for (row, raw, full_length) in chunk.records() {
+                                let parsed = match full_length {
+                                    Some(length) => Err(RecordParser::oversized(row, raw, length)),
+                                    None => parser.parse(row, raw),
+                                };
                                 let date = match &parsed {
                                     Ok(loan) => Some(loan.application_date),
                                     Err(dead) => dead.application_date,

@@ -161,18 +161,22 @@ fn read_chunk<R: Read>(
         first_row: *next_row,
         data: Vec::with_capacity(chunking.chunk_rows * 128),
         ends: Vec::with_capacity(chunking.chunk_rows),
+        oversized: Vec::new(),
     };
     while chunk.len() < chunking.chunk_rows {
         if !chunk.is_empty() && chunking.epoch_of(*next_row) != chunk.epoch {
             break;
         }
-        let record = splitter.next_record().map_err(|error| SourceError::Read {
-            path: path.to_owned(),
-            row: *next_row,
-            error,
-        })?;
+        let record = splitter
+            .next_record_sized()
+            .map_err(|error| SourceError::Read {
+                path: path.to_owned(),
+                row: *next_row,
+                error,
+            })?;
         match record {
-            Some(record) => chunk.push(record),
+            Some((head, Some(full_length))) => chunk.push_oversized(head, full_length),
+            Some((record, None)) => chunk.push(record),
             None => break,
         }
         *next_row += 1;

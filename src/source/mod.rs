@@ -26,6 +26,8 @@ pub struct RawChunk {
     pub first_row: u64,
     pub data: Vec<u8>,
     pub ends: Vec<u32>,
+    /// Indices of records cut to [`MAX_RECORD_BYTES`], with their full length.
+    pub oversized: Vec<(u32, u64)>,
 }
 
 impl RawChunk {
@@ -37,14 +39,24 @@ impl RawChunk {
         self.ends.is_empty()
     }
 
-    /// The records with their source positions.
-    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+    /// The records with their source positions, and the full length of those that were cut.
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], Option<u64>)> + '_ {
         let mut start = 0usize;
+        let mut oversized = self.oversized.iter().peekable();
         self.ends.iter().enumerate().map(move |(i, &end)| {
             let record = &self.data[start..end as usize];
             start = end as usize + 1;
-            (self.first_row + i as u64, record)
+            let full_length = oversized
+                .next_if(|(index, _)| *index as usize == i)
+                .map(|(_, len)| *len);
+            (self.first_row + i as u64, record, full_length)
         })
+    }
+
+    /// Appends a record that was cut from `full_length` bytes to its head.
+    pub fn push_oversized(&mut self, head: &[u8], full_length: u64) {
+        self.oversized.push((self.ends.len() as u32, full_length));
+        self.push(head);
     }
 
     /// Appends one record.

@@ -8,9 +8,10 @@
 use memchr::{memchr, memchr2};
 use std::io::{self, Read};
 
-/// A record longer than this is cut off at this length and handed on as is, so that a runaway
-/// quote cannot make the reader hold the rest of the file in memory. The parser then dead-letters
-/// it (its quotes do not balance or its field count is wrong).
+/// A record longer than this is not held whole: its first `MAX_RECORD_BYTES` are kept (for the
+/// dead letter), the rest is scanned to find where it ends and dropped, so a 10 MB title or a
+/// runaway quote never makes the reader hold the rest of the file, and later records keep their
+/// positions.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 const READ_SIZE: usize = 1 << 20;
@@ -24,6 +25,10 @@ pub struct RecordSplitter<R> {
     /// End of valid data in `buf`.
     len: usize,
     eof: bool,
+    /// The kept head of the last record when it was oversized.
+    head: Vec<u8>,
+    /// The full length of the last record returned, when it was oversized.
+    truncated: Option<u64>,
 }
 
 enum Scan {
@@ -41,22 +46,30 @@ impl<R: Read> RecordSplitter<R> {
             pos: 0,
             len: 0,
             eof: false,
+            head: Vec::new(),
+            truncated: None,
         }
     }
 
     /// The next record without its newline (a trailing `\r` is kept), or `None` at the end.
+    /// An oversized record comes back as its first [`MAX_RECORD_BYTES`]; see [`Self::truncated`].
     pub fn next_record(&mut self) -> io::Result<Option<&[u8]>> {
+        Ok(self.next_record_sized()?.map(|(record, _)| record))
+    }
+
+    /// Like [`Self::next_record`], with the full length of a record that was cut.
+    pub fn next_record_sized(&mut self) -> io::Result<Option<(&[u8], Option<u64>)>> {
+        self.truncated = None;
         loop {
             match scan_record(&self.buf[..self.len], self.pos) {
                 Scan::End(end) => {
                     let start = self.pos;
                     self.pos = end + 1;
-                    return Ok(Some(&self.buf[start..end]));
+                    return Ok(Some((&self.buf[start..end], None)));
                 }
                 Scan::NeedMore if self.len - self.pos >= MAX_RECORD_BYTES => {
-                    let start = self.pos;
-                    self.pos += MAX_RECORD_BYTES;
-                    return Ok(Some(&self.buf[start..self.pos]));
+                    self.skip_oversized()?;
+                    return Ok(Some((&self.head, self.truncated)));
                 }
                 Scan::NeedMore if self.eof => {
                     if self.pos == self.len {
@@ -64,9 +77,47 @@ impl<R: Read> RecordSplitter<R> {
                     }
                     let start = self.pos;
                     self.pos = self.len;
-                    return Ok(Some(&self.buf[start..self.len]));
+                    return Ok(Some((&self.buf[start..self.len], None)));
                 }
                 Scan::NeedMore => self.fill()?,
+            }
+        }
+    }
+
+    /// The full length of the record last returned, if it was cut to [`MAX_RECORD_BYTES`].
+    pub fn truncated(&self) -> Option<u64> {
+        self.truncated
+    }
+
+    /// Keeps the head of the oversized record at `pos` and reads on, byte by byte, to its end.
+    fn skip_oversized(&mut self) -> io::Result<()> {
+        let head_end = self.pos + MAX_RECORD_BYTES;
+        self.head.clear();
+        self.head.extend_from_slice(&self.buf[self.pos..head_end]);
+        let mut state = self
+            .head
+            .iter()
+            .fold(Lexer::FieldStart, |state, &b| state.next(b));
+        let mut total = MAX_RECORD_BYTES as u64;
+        let mut i = head_end;
+        loop {
+            while i < self.len {
+                let b = self.buf[i];
+                i += 1;
+                state = state.next(b);
+                if state == Lexer::End {
+                    self.pos = i;
+                    self.truncated = Some(total);
+                    return Ok(());
+                }
+                total += 1;
+            }
+            self.pos = self.len;
+            self.fill()?;
+            i = self.pos;
+            if self.eof {
+                self.truncated = Some(total);
+                return Ok(());
             }
         }
     }
@@ -89,6 +140,30 @@ impl<R: Read> RecordSplitter<R> {
         self.len += n;
         self.eof = n == 0;
         Ok(())
+    }
+}
+
+/// Where a byte-at-a-time reading of a record stands; the same rules as [`scan_record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lexer {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+    End,
+}
+
+impl Lexer {
+    fn next(self, b: u8) -> Lexer {
+        match (self, b) {
+            (Lexer::Quoted, b'"') => Lexer::QuoteInQuoted,
+            (Lexer::Quoted, _) => Lexer::Quoted,
+            (Lexer::QuoteInQuoted, b'"') | (Lexer::FieldStart, b'"') => Lexer::Quoted,
+            (_, b'\n') => Lexer::End,
+            (_, b',') => Lexer::FieldStart,
+            (Lexer::End, _) => Lexer::End,
+            _ => Lexer::Unquoted,
+        }
     }
 }
 
@@ -178,11 +253,56 @@ mod tests {
     }
 
     #[test]
-    fn runaway_records_are_cut_at_the_cap() {
+    fn an_oversized_record_keeps_its_head_and_later_records_their_positions() {
         let mut input = b"a,\"".to_vec();
-        input.extend(std::iter::repeat(b'x').take(MAX_RECORD_BYTES + 10));
-        let records = split(&input);
-        assert_eq!(records.len(), 2);
-        assert_eq!(records[0].len(), MAX_RECORD_BYTES);
+        input.extend(std::iter::repeat_n(b'x', 3 * MAX_RECORD_BYTES));
+        input.extend_from_slice(b",\"\"inner\"\"\nline\",\"still\nquoted\"\nnext,record\n");
+        let mut splitter = RecordSplitter::new(&input[..]);
+        let first = splitter.next_record().unwrap().unwrap().to_vec();
+        assert_eq!(first.len(), MAX_RECORD_BYTES);
+        assert!(first.starts_with(b"a,\"xxx"));
+        let full = input.iter().position(|&b| b == b'q').unwrap() + "quoted\"".len();
+        assert_eq!(splitter.truncated(), Some(full as u64));
+        assert_eq!(splitter.next_record().unwrap().unwrap(), b"next,record");
+        assert_eq!(splitter.truncated(), None);
+        assert!(splitter.next_record().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unterminated_quote_ends_at_the_end_of_input_whatever_its_size() {
+        let mut input = b"a,\"open".to_vec();
+        input.extend(std::iter::repeat_n(b'y', 2 * MAX_RECORD_BYTES));
+        input.extend_from_slice(b"\nb,c\n");
+        let mut splitter = RecordSplitter::new(&input[..]);
+        assert_eq!(
+            splitter.next_record().unwrap().unwrap().len(),
+            MAX_RECORD_BYTES
+        );
+        assert_eq!(splitter.truncated(), Some(input.len() as u64));
+        assert!(splitter.next_record().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_lexer_agrees_with_the_fast_scanner() {
+        let samples: [&[u8]; 6] = [
+            b"a,b\n",
+            b"\"x\ny\",b\n",
+            b"a,5\" disk,\"q\"\"\n\"\n",
+            b"\"a\"b,c\n",
+            b",\"\",\n",
+            b"\"\"\"\n\"\n",
+        ];
+        for sample in samples {
+            let fast = match scan_record(sample, 0) {
+                Scan::End(end) => end,
+                Scan::NeedMore => panic!("complete sample"),
+            };
+            let mut state = Lexer::FieldStart;
+            let slow = sample.iter().position(|&b| {
+                state = state.next(b);
+                state == Lexer::End
+            });
+            assert_eq!(Some(fast), slow, "{}", String::from_utf8_lossy(sample));
+        }
     }
 }
