@@ -7,4 +7,5 @@ mod common;
 mod accounting;
 mod determinism;
 mod oracle;
+mod reader;
 mod versions;
