@@ -109,7 +109,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let chunk_rows = 4096usize.min(args.epoch_rows.max(1) as usize);
+    let chunk_rows = 1024usize.min(args.epoch_rows.max(1) as usize);
     let epoch_rows = args.epoch_rows.max(1).div_ceil(chunk_rows as u64) * chunk_rows as u64;
     let target = RunTarget {
         input,
