@@ -321,3 +321,63 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Date;
+    use timely::dataflow::operators::capture::{Capture, Event};
+    use timely::dataflow::operators::Input;
+
+    fn row(row: u64, score: f64) -> LoanRow {
+        LoanRow {
+            row,
+            amount_requested: None,
+            application_date: Date::parse("2009-01-01").unwrap(),
+            risk_score: Some(score),
+            text: String::new(),
+            ends: [0; 6],
+        }
+    }
+
+    #[test]
+    fn ordered_windows_apply_each_epoch_in_row_order_whatever_the_arrival_order() {
+        let captured = timely::execute_directly(|worker| {
+            let (mut input, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (input, rows) = scope.new_input::<Vec<Vec<LoanRow>>>();
+                (
+                    input,
+                    rows.ordered_windows(&["sma(2)".parse().unwrap()]).capture(),
+                )
+            });
+            // Epoch 0 arrives as two chunks in the wrong order, then epoch 1.
+            input.send(vec![row(3, 30.0), row(4, 40.0)]);
+            input.send(vec![row(1, 10.0), row(2, 20.0)]);
+            input.advance_to(1);
+            input.send(vec![row(5, 50.0)]);
+            drop(input);
+            while worker.step() {}
+            captured
+        });
+        let mut seen = Vec::new();
+        for event in captured.try_iter() {
+            if let Event::Messages(epoch, batches) = event {
+                for batch in batches {
+                    for (loan, values) in batch.rows.iter().zip(&batch.values) {
+                        seen.push((*epoch.least().expect("a time"), loan.row, values[0]));
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                (0, 1, Some(10.0)),
+                (0, 2, Some(15.0)),
+                (0, 3, Some(25.0)),
+                (0, 4, Some(35.0)),
+                (1, 5, Some(45.0))
+            ]
+        );
+    }
+}
