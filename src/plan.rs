@@ -71,14 +71,6 @@ pub struct FeatureSetFile {
 }
 
 impl FeatureSetFile {
-    pub fn load(path: &Path) -> Result<FeatureSetFile, PlanError> {
-        let text = std::fs::read_to_string(path).map_err(|error| PlanError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        FeatureSetFile::parse(path, &text)
-    }
-
     /// Parses and validates the text of a feature-set file read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<FeatureSetFile, PlanError> {
         let file: FeatureSetFile = toml::from_str(text).map_err(|error| PlanError::Parse {
@@ -93,12 +85,6 @@ impl FeatureSetFile {
 /// Why a plan or a new version is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("cannot read feature set {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        error: std::io::Error,
-    },
     #[error("feature set {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("table `{table}` has no feature-set version")]

@@ -81,11 +81,6 @@ impl Date {
         digits(self.day(), &mut buf[8..10]);
         std::str::from_utf8(buf).expect("ASCII digits")
     }
-
-    /// The date as the number `yyyymmdd`.
-    pub fn as_yyyymmdd(self) -> u32 {
-        self.0
-    }
 }
 
 /// Days in `month` of `year`.
