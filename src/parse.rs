@@ -130,10 +130,46 @@ fn parse_number(text: &str) -> Result<Option<f64>, ()> {
     if text.is_empty() {
         return Ok(None);
     }
+    if let Some(value) = parse_plain_decimal(text) {
+        return Ok(Some(value));
+    }
     match text.parse::<f64>() {
         Ok(value) if value.is_finite() => Ok(Some(value)),
         _ => Err(()),
     }
+}
+
+/// Powers of ten that are exact in an `f64`.
+const EXACT_POWERS_OF_TEN: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+
+/// Plain decimals such as `693.0`, `1000.0` or `-12.34` with at most 15 digits: the digits and the
+/// power of ten are exact, so one division rounds correctly (Clinger's fast path) and the result
+/// equals the full parser's. Anything else (exponents, `+`, long mantissas) returns `None`.
+fn parse_plain_decimal(text: &str) -> Option<f64> {
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let (mut mantissa, mut count, mut fraction_digits, mut seen_point) = (0u64, 0usize, 0usize, false);
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                count += 1;
+                fraction_digits += usize::from(seen_point);
+                if count > 15 {
+                    return None;
+                }
+            }
+            b'.' if !seen_point => seen_point = true,
+            _ => return None,
+        }
+    }
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / EXACT_POWERS_OF_TEN[fraction_digits];
+    Some(if negative { -value } else { value })
 }
 
 /// Decodes the field at the start of `rest` into `out`, advances `rest` past its comma, and says
@@ -230,6 +266,38 @@ mod tests {
         assert_eq!(row.risk_score, None);
         assert_eq!(row.text(TextField::EmploymentLength), "");
         assert_eq!(row.text(TextField::PolicyCode), "0.0");
+    }
+
+    #[test]
+    fn the_decimal_fast_path_agrees_with_the_full_parser() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cases: Vec<String> = ["0", "0.0", "-0.0", "5.", ".5", "693.0", "1000.0", "-1", "0.51", "999999999999999"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for _ in 0..100_000 {
+            let digits = (next() % 15 + 1) as usize;
+            let mantissa = next() % 10u64.pow(digits as u32);
+            let point = (next() % (digits as u64 + 1)) as usize;
+            let text = format!("{mantissa:0digits$}");
+            let (int, frac) = text.split_at(digits - point);
+            let sign = if next() % 2 == 0 { "-" } else { "" };
+            cases.push(format!("{sign}{int}.{frac}"));
+        }
+        for case in cases {
+            let fast = parse_plain_decimal(&case).unwrap_or_else(|| panic!("{case} takes the fast path"));
+            let full: f64 = case.parse().unwrap();
+            assert_eq!(fast.to_bits(), full.to_bits(), "{case}");
+        }
+        for slow in ["1e5", "+5", "1234567890123456", ".", "-", "1.2.3", "nan"] {
+            assert_eq!(parse_plain_decimal(slow), None, "{slow}");
+        }
     }
 
     #[test]

@@ -205,6 +205,13 @@ impl LoanRow {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
     }
+
+    /// The field's UTF-8 bytes (for writers; skips the char-boundary checks of `text`).
+    pub fn text_bytes(&self, field: TextField) -> &[u8] {
+        let i = field as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text.as_bytes()[start..self.ends[i] as usize]
+    }
 }
 
 // Rows are ordered by source position only; the store keys on it.

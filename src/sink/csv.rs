@@ -114,7 +114,7 @@ impl Sink for CsvSink {
             line.push(b',');
             line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
             line.push(b',');
-            push_csv_field(line, loan.text(TextField::LoanTitle).as_bytes());
+            push_csv_field(line, loan.text_bytes(TextField::LoanTitle));
             line.push(b',');
             push_number(line, loan.risk_score, &mut numbers, &mut integers);
             for field in [
@@ -125,7 +125,7 @@ impl Sink for CsvSink {
                 TextField::PolicyCode,
             ] {
                 line.push(b',');
-                push_csv_field(line, loan.text(field).as_bytes());
+                push_csv_field(line, loan.text_bytes(field));
             }
             for value_index in &self.value_at_column[version as usize] {
                 line.push(b',');
