@@ -4,11 +4,6 @@ use clap::Parser;
 use riskflow::cli::{self, Cli};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: rows are allocated on one worker and freed on another; glibc's per-thread arenas
-/// grow under that pattern, mimalloc keeps memory flat and allocation cheap.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

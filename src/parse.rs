@@ -140,7 +140,9 @@ fn parse_number(text: &str) -> Result<Option<f64>, ()> {
 }
 
 /// Powers of ten that are exact in an `f64`.
-const EXACT_POWERS_OF_TEN: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+const EXACT_POWERS_OF_TEN: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
 
 /// Plain decimals such as `693.0`, `1000.0` or `-12.34` with at most 15 digits: the digits and the
 /// power of ten are exact, so one division rounds correctly (Clinger's fast path) and the result
@@ -150,7 +152,8 @@ fn parse_plain_decimal(text: &str) -> Option<f64> {
         [b'-', rest @ ..] => (true, rest),
         all => (false, all),
     };
-    let (mut mantissa, mut count, mut fraction_digits, mut seen_point) = (0u64, 0usize, 0usize, false);
+    let (mut mantissa, mut count, mut fraction_digits, mut seen_point) =
+        (0u64, 0usize, 0usize, false);
     for &b in digits {
         match b {
             b'0'..=b'9' => {
@@ -277,10 +280,21 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let mut cases: Vec<String> = ["0", "0.0", "-0.0", "5.", ".5", "693.0", "1000.0", "-1", "0.51", "999999999999999"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut cases: Vec<String> = [
+            "0",
+            "0.0",
+            "-0.0",
+            "5.",
+            ".5",
+            "693.0",
+            "1000.0",
+            "-1",
+            "0.51",
+            "999999999999999",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         for _ in 0..100_000 {
             let digits = (next() % 15 + 1) as usize;
             let mantissa = next() % 10u64.pow(digits as u32);
@@ -291,7 +305,8 @@ mod tests {
             cases.push(format!("{sign}{int}.{frac}"));
         }
         for case in cases {
-            let fast = parse_plain_decimal(&case).unwrap_or_else(|| panic!("{case} takes the fast path"));
+            let fast =
+                parse_plain_decimal(&case).unwrap_or_else(|| panic!("{case} takes the fast path"));
             let full: f64 = case.parse().unwrap();
             assert_eq!(fast.to_bits(), full.to_bits(), "{case}");
         }
