@@ -216,7 +216,7 @@ pub fn summarize(dataflow: &LoadedDataflow, report: &RunReport) -> String {
 }
 
 fn display_row(row: &FeatureRow) -> Vec<String> {
-    let loan = &row.loan;
+    let loan = row.row();
     let number = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.1}"));
     let mut cells = vec![
         number(loan.amount_requested),

@@ -30,9 +30,12 @@ impl RecordParser {
         }
     }
 
-    /// Parses the record at source position `row`.
-    pub fn parse(&mut self, row: u64, raw: &[u8]) -> Result<LoanRow, DeadLetter> {
-        self.parse_fields(row, raw)
+    /// Parses the record at source position `row`, appending its text columns to `text` (left as
+    /// it was when the record is rejected).
+    pub fn parse(&mut self, row: u64, raw: &[u8], text: &mut String) -> Result<LoanRow, DeadLetter> {
+        let start = text.len();
+        self.parse_fields(row, raw, text)
+            .inspect_err(|_| text.truncate(start))
             .map_err(|(reason, detail, application_date)| DeadLetter {
                 row,
                 application_date,
@@ -42,7 +45,7 @@ impl RecordParser {
             })
     }
 
-    fn parse_fields(&mut self, row: u64, raw: &[u8]) -> Result<LoanRow, Rejection> {
+    fn parse_fields(&mut self, row: u64, raw: &[u8], text: &mut String) -> Result<LoanRow, Rejection> {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         let line = std::str::from_utf8(line).map_err(|e| {
             (
@@ -52,8 +55,7 @@ impl RecordParser {
             )
         })?;
         self.scratch.clear();
-        let mut text = String::with_capacity(line.len());
-        let mut ends = [0u32; 6];
+        let mut spans = [text.len() as u32; 7];
         let mut rest = line;
         let mut field = 0usize;
         loop {
@@ -67,15 +69,15 @@ impl RecordParser {
             }
             let out = match field {
                 AMOUNT | DATE | SCORE => &mut self.scratch,
-                _ => &mut text,
+                _ => &mut *text,
             };
             let more = decode_field(&mut rest, out)?;
             match field {
                 AMOUNT => self.scratch_ends[0] = self.scratch.len(),
                 DATE => self.scratch_ends[1] = self.scratch.len(),
                 SCORE => self.scratch_ends[2] = self.scratch.len(),
-                2 => ends[0] = text.len() as u32,
-                _ => ends[field - 3] = text.len() as u32,
+                2 => spans[1] = text.len() as u32,
+                _ => spans[field - 2] = text.len() as u32,
             }
             field += 1;
             if !more {
@@ -119,8 +121,7 @@ impl RecordParser {
             amount_requested,
             application_date,
             risk_score,
-            text,
-            ends,
+            spans,
         })
     }
 }
@@ -237,13 +238,15 @@ mod tests {
     use super::*;
     use crate::record::TextField;
 
-    fn parse(raw: &str) -> Result<LoanRow, DeadLetter> {
-        RecordParser::default().parse(7, raw.as_bytes())
+    fn parse(raw: &str) -> Result<(LoanRow, String), DeadLetter> {
+        let mut text = "earlier rows' text;".to_owned();
+        let row = RecordParser::default().parse(7, raw.as_bytes(), &mut text)?;
+        Ok((row, text))
     }
 
     #[test]
     fn parses_the_original_first_row() {
-        let row = parse(
+        let (row, text) = parse(
             "1000.0,2007-05-26,Wedding Covered but No Honeymoon,693.0,10%,481xx,NM,4 years,0.0",
         )
         .unwrap();
@@ -252,23 +255,23 @@ mod tests {
         assert_eq!(row.application_date.to_string(), "2007-05-26");
         assert_eq!(row.risk_score, Some(693.0));
         assert_eq!(
-            row.text(TextField::LoanTitle),
+            row.text(&text, TextField::LoanTitle),
             "Wedding Covered but No Honeymoon"
         );
-        assert_eq!(row.text(TextField::DebtToIncomeRatio), "10%");
-        assert_eq!(row.text(TextField::ZipCode), "481xx");
-        assert_eq!(row.text(TextField::State), "NM");
-        assert_eq!(row.text(TextField::EmploymentLength), "4 years");
-        assert_eq!(row.text(TextField::PolicyCode), "0.0");
+        assert_eq!(row.text(&text, TextField::DebtToIncomeRatio), "10%");
+        assert_eq!(row.text(&text, TextField::ZipCode), "481xx");
+        assert_eq!(row.text(&text, TextField::State), "NM");
+        assert_eq!(row.text(&text, TextField::EmploymentLength), "4 years");
+        assert_eq!(row.text(&text, TextField::PolicyCode), "0.0");
     }
 
     #[test]
     fn decodes_quotes_commas_newlines_and_non_ascii() {
-        let row = parse("500,2008-01-02,\"Café, \"\"big\"\"\nplans\",,5%,100xx,NY,,0.0\r").unwrap();
-        assert_eq!(row.text(TextField::LoanTitle), "Café, \"big\"\nplans");
+        let (row, text) = parse("500,2008-01-02,\"Café, \"\"big\"\"\nplans\",,5%,100xx,NY,,0.0\r").unwrap();
+        assert_eq!(row.text(&text, TextField::LoanTitle), "Café, \"big\"\nplans");
         assert_eq!(row.risk_score, None);
-        assert_eq!(row.text(TextField::EmploymentLength), "");
-        assert_eq!(row.text(TextField::PolicyCode), "0.0");
+        assert_eq!(row.text(&text, TextField::EmploymentLength), "");
+        assert_eq!(row.text(&text, TextField::PolicyCode), "0.0");
     }
 
     #[test]
@@ -316,8 +319,16 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_record_leaves_the_text_buffer_as_it_was() {
+        let mut text = "kept".to_owned();
+        let bad = RecordParser::default().parse(1, b"1,2008-01-02,title,x,5%,1xx,NY,1 year,0", &mut text);
+        assert!(bad.is_err());
+        assert_eq!(text, "kept");
+    }
+
+    #[test]
     fn empty_amount_and_score_are_null() {
-        let row = parse(",2008-01-02,t,,5%,100xx,NY,1 year,0.0").unwrap();
+        let (row, _) = parse(",2008-01-02,t,,5%,100xx,NY,1 year,0.0").unwrap();
         assert_eq!((row.amount_requested, row.risk_score), (None, None));
     }
 
@@ -370,7 +381,7 @@ mod tests {
             assert_eq!(dead.application_date.is_some(), dated, "{raw}");
         }
         let bad_utf8 = b"1,2008-01-02,caf\xe9,700,5%,1xx,NY,1 year,0";
-        let dead = RecordParser::default().parse(3, bad_utf8).unwrap_err();
+        let dead = RecordParser::default().parse(3, bad_utf8, &mut String::new()).unwrap_err();
         assert_eq!(dead.reason, Reason::InvalidUtf8);
         assert_eq!(dead.raw, bad_utf8);
     }

@@ -184,33 +184,87 @@ pub enum TextField {
     PolicyCode = 5,
 }
 
-/// One well-formed application, with its source position.
-///
-/// The six text columns share one allocation: `text` holds them back to back and `ends[i]` is the
-/// end of the `i`-th (see [`TextField`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One well-formed application: its source position, its numbers, and where its six text
+/// columns lie in the text buffer of its [`LoanBatch`] (`spans[i]..spans[i + 1]` is the `i`-th,
+/// see [`TextField`]). Rows carry no allocation of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoanRow {
     /// Source position: the data-record number in the source, 1-based, header excluded.
     pub row: u64,
     pub amount_requested: Option<f64>,
     pub application_date: Date,
     pub risk_score: Option<f64>,
-    pub text: String,
-    pub ends: [u32; 6],
+    pub spans: [u32; 7],
 }
 
 impl LoanRow {
-    pub fn text(&self, field: TextField) -> &str {
+    /// The field's text, read from the buffer the row was parsed into.
+    pub fn text<'t>(&self, buffer: &'t str, field: TextField) -> &'t str {
         let i = field as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text[start..self.ends[i] as usize]
+        &buffer[self.spans[i] as usize..self.spans[i + 1] as usize]
     }
 
     /// The field's UTF-8 bytes (for writers; skips the char-boundary checks of `text`).
-    pub fn text_bytes(&self, field: TextField) -> &[u8] {
+    pub fn text_bytes<'t>(&self, buffer: &'t str, field: TextField) -> &'t [u8] {
         let i = field as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.text.as_bytes()[start..self.ends[i] as usize]
+        &buffer.as_bytes()[self.spans[i] as usize..self.spans[i + 1] as usize]
+    }
+}
+
+/// Consecutive rows whose text columns share one buffer: the unit the dataflow moves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoanBatch {
+    pub text: String,
+    pub rows: Vec<LoanRow>,
+}
+
+impl LoanBatch {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn first_row(&self) -> Option<u64> {
+        self.rows.first().map(|r| r.row)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = RowRef<'_>> + '_ {
+        self.rows.iter().map(|loan| RowRef { loan, buffer: &self.text })
+    }
+}
+
+/// A row together with the buffer holding its text.
+#[derive(Clone, Copy, Debug)]
+pub struct RowRef<'a> {
+    pub loan: &'a LoanRow,
+    pub buffer: &'a str,
+}
+
+impl<'a> RowRef<'a> {
+    pub fn text(&self, field: TextField) -> &'a str {
+        self.loan.text(self.buffer, field)
+    }
+
+    pub fn text_bytes(&self, field: TextField) -> &'a [u8] {
+        self.loan.text_bytes(self.buffer, field)
+    }
+
+    /// A copy that owns just this row's text.
+    pub fn to_owned_row(&self) -> (LoanRow, String) {
+        let (start, end) = (self.loan.spans[0], self.loan.spans[6]);
+        let mut loan = *self.loan;
+        loan.spans.iter_mut().for_each(|s| *s -= start);
+        (loan, self.buffer[start as usize..end as usize].to_owned())
+    }
+}
+
+impl std::ops::Deref for RowRef<'_> {
+    type Target = LoanRow;
+    fn deref(&self) -> &LoanRow {
+        self.loan
     }
 }
 

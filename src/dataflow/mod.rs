@@ -23,7 +23,7 @@ pub use stats::{StatDelta, StatKey, StatSums};
 
 use crate::features::FeatureValues;
 use crate::plan::FeaturePlan;
-use crate::record::{LoanRow, YearRange};
+use crate::record::{LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError, StatTotal};
 use crate::source::{Poll, RawChunk, Source, SourceError};
 use differential_dataflow::operators::count::CountTotal;
@@ -39,7 +39,7 @@ use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 /// Consecutive rows with the value of every definition the plan uses (before version stamping).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowedBatch {
-    pub rows: Vec<LoanRow>,
+    pub batch: LoanBatch,
     pub values: Vec<FeatureValues>,
 }
 
@@ -180,15 +180,12 @@ impl RunState {
     fn record_epoch(&self, batch: &EpochBatch) {
         let mut report = self.report.lock().expect("report lock");
         report.dead_lettered += batch.dead_letters.len() as u64;
-        for (loan, version, values) in batch.rows() {
+        for (row, version, values) in batch.rows() {
             *report.stored.entry(version).or_default() += 1;
             let preview = report.first_rows.entry(version).or_default();
             if preview.len() < PREVIEW_ROWS {
-                preview.push(FeatureRow {
-                    loan: loan.clone(),
-                    version,
-                    values: values.into(),
-                });
+                let (loan, text) = row.to_owned_row();
+                preview.push(FeatureRow { loan, text, version, values: values.into() });
             }
         }
     }

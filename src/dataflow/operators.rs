@@ -6,7 +6,7 @@ use super::{RunState, WindowedBatch};
 use crate::features::{FeatureDef, FeatureValues, Kernel};
 use crate::parse::RecordParser;
 use crate::plan::FeaturePlan;
-use crate::record::{DeadLetter, LoanRow, YearRange};
+use crate::record::{DeadLetter, LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureBatch, Sink, StatTotal};
 use crate::source::RawChunk;
 use differential_dataflow::AsCollection;
@@ -36,7 +36,7 @@ pub trait ParseRecords<'scope> {
         years: YearRange,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, Vec<LoanRow>>,
+        StreamVec<'scope, Epoch, LoanBatch>,
         StreamVec<'scope, Epoch, DeadLetter>,
     );
 }
@@ -47,11 +47,11 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
         years: YearRange,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, Vec<LoanRow>>,
+        StreamVec<'scope, Epoch, LoanBatch>,
         StreamVec<'scope, Epoch, DeadLetter>,
     ) {
         let mut parser = RecordParser::default();
-        type Parsed = Result<Vec<LoanRow>, DeadLetter>;
+        type Parsed = Result<LoanBatch, DeadLetter>;
         self.unary::<CapacityContainerBuilder<Vec<Parsed>>, _, _, _>(
             Exchange::new(chunk_route),
             "ParseRecords",
@@ -60,12 +60,15 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
                     input.for_each_stamp(|cap, data| {
                         let mut session = output.session(&cap);
                         for chunk in data.flat_map(|batch| batch.iter()) {
-                            let mut rows = Vec::with_capacity(chunk.len());
+                            let mut batch = LoanBatch {
+                                text: String::with_capacity(chunk.data.len() / 2),
+                                rows: Vec::with_capacity(chunk.len()),
+                            };
                             let mut filtered = 0;
                             for (row, raw, full_length) in chunk.records() {
                                 let parsed = match full_length {
                                     Some(length) => Err(RecordParser::oversized(row, raw, length)),
-                                    None => parser.parse(row, raw),
+                                    None => parser.parse(row, raw, &mut batch.text),
                                 };
                                 let date = match &parsed {
                                     Ok(loan) => Some(loan.application_date),
@@ -75,12 +78,12 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
                                     _ if date.is_some_and(|d| !years.contains(d.year())) => {
                                         filtered += 1
                                     }
-                                    Ok(loan) => rows.push(loan),
+                                    Ok(loan) => batch.rows.push(loan),
                                     Err(dead) => session.give(Err(dead)),
                                 }
                             }
-                            if !rows.is_empty() {
-                                session.give(Ok(rows));
+                            if !batch.is_empty() {
+                                session.give(Ok(batch));
                             }
                             state.add_read(chunk.len() as u64, filtered);
                         }
@@ -99,7 +102,7 @@ pub trait OrderedWindows<'scope> {
         -> StreamVec<'scope, Epoch, WindowedBatch>;
 }
 
-impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, Vec<LoanRow>> {
+impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
     fn ordered_windows(
         self,
         definitions: &[FeatureDef],
@@ -108,10 +111,10 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, Vec<LoanRow>> {
         let window_worker = peers - 1; // worker 0 also runs the sink
         let mut kernels: Vec<Kernel> = definitions.iter().map(Kernel::new).collect();
         self.unary_frontier::<CapacityContainerBuilder<Vec<WindowedBatch>>, _, _, _>(
-            Exchange::new(move |_: &Vec<LoanRow>| window_worker),
+            Exchange::new(move |_: &LoanBatch| window_worker),
             "OrderedWindows",
             move |_, _| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<Vec<LoanRow>>)> =
+                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LoanBatch>)> =
                     BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
@@ -129,10 +132,11 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, Vec<LoanRow>> {
                         }
                         let (cap, mut batches) = entry.remove();
                         // Each batch is one chunk, in order; chunks never interleave.
-                        batches.sort_unstable_by_key(|rows| rows.first().map(|r| r.row));
+                        batches.sort_unstable_by_key(LoanBatch::first_row);
                         let mut session = output.session(&cap);
-                        for rows in batches {
-                            let values = rows
+                        for batch in batches {
+                            let values = batch
+                                .rows
                                 .iter()
                                 .map(|loan| {
                                     kernels
@@ -141,7 +145,7 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, Vec<LoanRow>> {
                                         .collect()
                                 })
                                 .collect();
-                            session.give(WindowedBatch { rows, values });
+                            session.give(WindowedBatch { batch, values });
                         }
                     }
                 }
@@ -186,26 +190,30 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                             let Some(&time) = cap.least() else { return };
                             let mut session = output.session(&cap);
                             for windowed in data.flat_map(|container| container.drain(..)) {
-                                let mut batch = FeatureBatch::default();
-                                for (loan, all_values) in
-                                    windowed.rows.into_iter().zip(windowed.values)
-                                {
-                                    let Some(version) = plan.version_at(loan.application_date)
-                                    else {
+                                let WindowedBatch { batch: mut rows, values: all_values } = windowed;
+                                let mut batch = FeatureBatch {
+                                    versions: Vec::with_capacity(rows.len()),
+                                    values: Vec::with_capacity(rows.len()),
+                                    ..FeatureBatch::default()
+                                };
+                                let mut kept = 0;
+                                for i in 0..rows.rows.len() {
+                                    let loan = rows.rows[i];
+                                    let Some(version) = plan.version_at(loan.application_date) else {
                                         state.add_read(0, 1);
                                         continue;
                                     };
-                                    let values: FeatureValues = slots[version.id as usize]
-                                        .iter()
-                                        .map(|&s| all_values[s])
-                                        .collect();
-                                    let columns = std::iter::once(loan.risk_score)
-                                        .chain(values.iter().copied());
+                                    let values: FeatureValues =
+                                        slots[version.id as usize].iter().map(|&s| all_values[i][s]).collect();
+                                    let columns = std::iter::once(loan.risk_score).chain(values.iter().copied());
                                     sums.add(version.id, loan.application_date, columns);
-                                    batch.rows.push(loan);
+                                    rows.rows[kept] = loan;
+                                    kept += 1;
                                     batch.versions.push(version.id);
                                     batch.values.push(values);
                                 }
+                                rows.rows.truncate(kept);
+                                batch.batch = rows;
                                 if !batch.is_empty() {
                                     session.give(Ok(batch));
                                 }
@@ -297,7 +305,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         let (cap, mut batch) = entry.remove();
                         batch
                             .rows
-                            .sort_unstable_by_key(|rows| rows.rows.first().map(|r| r.row));
+                            .sort_unstable_by_key(|rows| rows.batch.first_row());
                         batch.dead_letters.sort_unstable_by_key(|d| d.row);
                         batch.stats.sort_unstable_by(|a, b| {
                             (a.version, a.day, &a.column).cmp(&(b.version, b.day, &b.column))
@@ -325,36 +333,39 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Date;
+    use crate::record::{Date, LoanRow};
     use timely::dataflow::operators::capture::{Capture, Event};
     use timely::dataflow::operators::Input;
 
-    fn row(row: u64, score: f64) -> LoanRow {
-        LoanRow {
-            row,
-            amount_requested: None,
-            application_date: Date::parse("2009-01-01").unwrap(),
-            risk_score: Some(score),
-            text: String::new(),
-            ends: [0; 6],
-        }
+    fn batch(rows: &[(u64, f64)]) -> LoanBatch {
+        let rows = rows
+            .iter()
+            .map(|&(row, score)| LoanRow {
+                row,
+                amount_requested: None,
+                application_date: Date::parse("2009-01-01").unwrap(),
+                risk_score: Some(score),
+                spans: [0; 7],
+            })
+            .collect();
+        LoanBatch { text: String::new(), rows }
     }
 
     #[test]
     fn ordered_windows_apply_each_epoch_in_row_order_whatever_the_arrival_order() {
         let captured = timely::execute_directly(|worker| {
             let (mut input, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
-                let (input, rows) = scope.new_input::<Vec<Vec<LoanRow>>>();
+                let (input, rows) = scope.new_input::<Vec<LoanBatch>>();
                 (
                     input,
                     rows.ordered_windows(&["sma(2)".parse().unwrap()]).capture(),
                 )
             });
             // Epoch 0 arrives as two chunks in the wrong order, then epoch 1.
-            input.send(vec![row(3, 30.0), row(4, 40.0)]);
-            input.send(vec![row(1, 10.0), row(2, 20.0)]);
+            input.send(batch(&[(3, 30.0), (4, 40.0)]));
+            input.send(batch(&[(1, 10.0), (2, 20.0)]));
             input.advance_to(1);
-            input.send(vec![row(5, 50.0)]);
+            input.send(batch(&[(5, 50.0)]));
             drop(input);
             while worker.step() {}
             captured
@@ -363,7 +374,7 @@ mod tests {
         for event in captured.try_iter() {
             if let Event::Messages(epoch, batches) = event {
                 for batch in batches {
-                    for (loan, values) in batch.rows.iter().zip(&batch.values) {
+                    for (loan, values) in batch.batch.rows.iter().zip(&batch.values) {
                         seen.push((*epoch.least().expect("a time"), loan.row, values[0]));
                     }
                 }

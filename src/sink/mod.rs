@@ -12,7 +12,7 @@ pub use self::sqlite::SqliteSink;
 
 use crate::features::{FeatureDef, FeatureValues};
 use crate::plan::FeaturePlan;
-use crate::record::{Date, DeadLetter, LoanRow};
+use crate::record::{Date, DeadLetter, LoanBatch, LoanRow, RowRef};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureRow {
     pub loan: LoanRow,
+    /// The row's text columns (`loan.spans` index into it).
+    pub text: String,
     pub version: u32,
     /// The version's features, in the version's order; `None` is SQL NULL.
     pub values: FeatureValues,
@@ -29,29 +31,31 @@ pub struct FeatureRow {
 /// dataflow moves, so a row is moved once per batch rather than once per operator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FeatureBatch {
-    pub rows: Vec<LoanRow>,
+    pub batch: LoanBatch,
     /// The version in force at each row's date.
     pub versions: Vec<u32>,
     /// Each row's values of its version's features, in the version's order.
     pub values: Vec<FeatureValues>,
 }
 
+impl FeatureRow {
+    pub fn row(&self) -> RowRef<'_> {
+        RowRef { loan: &self.loan, buffer: &self.text }
+    }
+}
+
 impl FeatureBatch {
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.batch.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.batch.is_empty()
     }
 
     /// The rows with their version and values.
-    pub fn iter(&self) -> impl Iterator<Item = (&LoanRow, u32, &[Option<f64>])> + '_ {
-        self.rows
-            .iter()
-            .zip(&self.versions)
-            .zip(&self.values)
-            .map(|((row, v), values)| (row, *v, &values[..]))
+    pub fn iter(&self) -> impl Iterator<Item = (RowRef<'_>, u32, &[Option<f64>])> + '_ {
+        self.batch.iter().zip(&self.versions).zip(&self.values).map(|((row, v), values)| (row, *v, &values[..]))
     }
 }
 
@@ -79,7 +83,7 @@ pub struct EpochBatch {
 
 impl EpochBatch {
     /// All rows of the epoch with their version and values, in `_row` order.
-    pub fn rows(&self) -> impl Iterator<Item = (&LoanRow, u32, &[Option<f64>])> + '_ {
+    pub fn rows(&self) -> impl Iterator<Item = (RowRef<'_>, u32, &[Option<f64>])> + '_ {
         self.rows.iter().flat_map(FeatureBatch::iter)
     }
 

@@ -4,7 +4,7 @@
 use super::{value_at_column, EpochBatch, Sink, SinkError};
 use crate::features::ColumnType;
 use crate::plan::FeaturePlan;
-use crate::record::{LoanRow, TextField, BASE_COLUMNS};
+use crate::record::{RowRef, TextField, BASE_COLUMNS};
 use rusqlite::{params, Connection, Statement, Transaction};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -191,7 +191,7 @@ impl SqliteSink {
         &self,
         stmt: &mut Statement<'_>,
         index: &mut usize,
-        (loan, version, values): (&LoanRow, u32, &[Option<f64>]),
+        (loan, version, values): (RowRef<'_>, u32, &[Option<f64>]),
         now: i64,
     ) -> rusqlite::Result<()> {
         let mut date = [0u8; 10];
