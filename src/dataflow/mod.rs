@@ -12,7 +12,9 @@
 //!
 //! Timestamps are epochs: consecutive runs of `_row`s fixed by the source. An epoch is written
 //! once the frontier has passed it everywhere, so the store only ever holds whole epochs, and
-//! the output never depends on the number of workers.
+//! the output never depends on the number of workers. Rows travel in batches that share one text
+//! buffer ([`LoanBatch`]); the store is written by a thread of its own (`writer`), and the sink
+//! operator holds each epoch's capability until that thread has committed it.
 
 mod operators;
 mod stats;
