@@ -32,7 +32,12 @@ impl RecordParser {
 
     /// Parses the record at source position `row`, appending its text columns to `text` (left as
     /// it was when the record is rejected).
-    pub fn parse(&mut self, row: u64, raw: &[u8], text: &mut String) -> Result<LoanRow, DeadLetter> {
+    pub fn parse(
+        &mut self,
+        row: u64,
+        raw: &[u8],
+        text: &mut String,
+    ) -> Result<LoanRow, DeadLetter> {
         let start = text.len();
         self.parse_fields(row, raw, text)
             .inspect_err(|_| text.truncate(start))
@@ -45,7 +50,12 @@ impl RecordParser {
             })
     }
 
-    fn parse_fields(&mut self, row: u64, raw: &[u8], text: &mut String) -> Result<LoanRow, Rejection> {
+    fn parse_fields(
+        &mut self,
+        row: u64,
+        raw: &[u8],
+        text: &mut String,
+    ) -> Result<LoanRow, Rejection> {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         let line = std::str::from_utf8(line).map_err(|e| {
             (
@@ -267,8 +277,12 @@ mod tests {
 
     #[test]
     fn decodes_quotes_commas_newlines_and_non_ascii() {
-        let (row, text) = parse("500,2008-01-02,\"Café, \"\"big\"\"\nplans\",,5%,100xx,NY,,0.0\r").unwrap();
-        assert_eq!(row.text(&text, TextField::LoanTitle), "Café, \"big\"\nplans");
+        let (row, text) =
+            parse("500,2008-01-02,\"Café, \"\"big\"\"\nplans\",,5%,100xx,NY,,0.0\r").unwrap();
+        assert_eq!(
+            row.text(&text, TextField::LoanTitle),
+            "Café, \"big\"\nplans"
+        );
         assert_eq!(row.risk_score, None);
         assert_eq!(row.text(&text, TextField::EmploymentLength), "");
         assert_eq!(row.text(&text, TextField::PolicyCode), "0.0");
@@ -321,7 +335,8 @@ mod tests {
     #[test]
     fn a_rejected_record_leaves_the_text_buffer_as_it_was() {
         let mut text = "kept".to_owned();
-        let bad = RecordParser::default().parse(1, b"1,2008-01-02,title,x,5%,1xx,NY,1 year,0", &mut text);
+        let bad =
+            RecordParser::default().parse(1, b"1,2008-01-02,title,x,5%,1xx,NY,1 year,0", &mut text);
         assert!(bad.is_err());
         assert_eq!(text, "kept");
     }
@@ -381,7 +396,9 @@ mod tests {
             assert_eq!(dead.application_date.is_some(), dated, "{raw}");
         }
         let bad_utf8 = b"1,2008-01-02,caf\xe9,700,5%,1xx,NY,1 year,0";
-        let dead = RecordParser::default().parse(3, bad_utf8, &mut String::new()).unwrap_err();
+        let dead = RecordParser::default()
+            .parse(3, bad_utf8, &mut String::new())
+            .unwrap_err();
         assert_eq!(dead.reason, Reason::InvalidUtf8);
         assert_eq!(dead.raw, bad_utf8);
     }

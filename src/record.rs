@@ -232,7 +232,10 @@ impl LoanBatch {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = RowRef<'_>> + '_ {
-        self.rows.iter().map(|loan| RowRef { loan, buffer: &self.text })
+        self.rows.iter().map(|loan| RowRef {
+            loan,
+            buffer: &self.text,
+        })
     }
 }
 

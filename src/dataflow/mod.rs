@@ -187,7 +187,12 @@ impl RunState {
             let preview = report.first_rows.entry(version).or_default();
             if preview.len() < PREVIEW_ROWS {
                 let (loan, text) = row.to_owned_row();
-                preview.push(FeatureRow { loan, text, version, values: values.into() });
+                preview.push(FeatureRow {
+                    loan,
+                    text,
+                    version,
+                    values: values.into(),
+                });
             }
         }
     }

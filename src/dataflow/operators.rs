@@ -190,7 +190,10 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                             let Some(&time) = cap.least() else { return };
                             let mut session = output.session(&cap);
                             for windowed in data.flat_map(|container| container.drain(..)) {
-                                let WindowedBatch { batch: mut rows, values: all_values } = windowed;
+                                let WindowedBatch {
+                                    batch: mut rows,
+                                    values: all_values,
+                                } = windowed;
                                 let mut batch = FeatureBatch {
                                     versions: Vec::with_capacity(rows.len()),
                                     values: Vec::with_capacity(rows.len()),
@@ -199,13 +202,17 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                                 let mut kept = 0;
                                 for i in 0..rows.rows.len() {
                                     let loan = rows.rows[i];
-                                    let Some(version) = plan.version_at(loan.application_date) else {
+                                    let Some(version) = plan.version_at(loan.application_date)
+                                    else {
                                         state.add_read(0, 1);
                                         continue;
                                     };
-                                    let values: FeatureValues =
-                                        slots[version.id as usize].iter().map(|&s| all_values[i][s]).collect();
-                                    let columns = std::iter::once(loan.risk_score).chain(values.iter().copied());
+                                    let values: FeatureValues = slots[version.id as usize]
+                                        .iter()
+                                        .map(|&s| all_values[i][s])
+                                        .collect();
+                                    let columns = std::iter::once(loan.risk_score)
+                                        .chain(values.iter().copied());
                                     sums.add(version.id, loan.application_date, columns);
                                     rows.rows[kept] = loan;
                                     kept += 1;
@@ -348,7 +355,10 @@ mod tests {
                 spans: [0; 7],
             })
             .collect();
-        LoanBatch { text: String::new(), rows }
+        LoanBatch {
+            text: String::new(),
+            rows,
+        }
     }
 
     #[test]

@@ -40,7 +40,10 @@ pub struct FeatureBatch {
 
 impl FeatureRow {
     pub fn row(&self) -> RowRef<'_> {
-        RowRef { loan: &self.loan, buffer: &self.text }
+        RowRef {
+            loan: &self.loan,
+            buffer: &self.text,
+        }
     }
 }
 
@@ -55,7 +58,11 @@ impl FeatureBatch {
 
     /// The rows with their version and values.
     pub fn iter(&self) -> impl Iterator<Item = (RowRef<'_>, u32, &[Option<f64>])> + '_ {
-        self.batch.iter().zip(&self.versions).zip(&self.values).map(|((row, v), values)| (row, *v, &values[..]))
+        self.batch
+            .iter()
+            .zip(&self.versions)
+            .zip(&self.values)
+            .map(|((row, v), values)| (row, *v, &values[..]))
     }
 }
 
