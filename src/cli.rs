@@ -109,8 +109,6 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let chunk_rows = 1024usize.min(args.epoch_rows.max(1) as usize);
-    let epoch_rows = args.epoch_rows.max(1).div_ceil(chunk_rows as u64) * chunk_rows as u64;
     let target = RunTarget {
         input,
         store: args.store,
@@ -119,10 +117,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
             progress: std::io::stderr().is_terminal(),
             ..EngineOptions::default()
         },
-        chunking: Chunking {
-            chunk_rows,
-            epoch_rows,
-        },
+        chunking: Chunking::with_epoch_rows(args.epoch_rows),
     };
     for path in &paths {
         let dataflow = LoadedDataflow::load(path)?;

@@ -24,16 +24,21 @@ pub struct Chunking {
     pub epoch_rows: u64,
 }
 
-impl Default for Chunking {
-    fn default() -> Self {
+impl Chunking {
+    /// Records per chunk (fewer when an epoch is smaller): small enough that a chunk's buffers
+    /// are ordinary allocations, large enough to amortise per-chunk work.
+    pub const CHUNK_ROWS: usize = 1024;
+
+    /// Chunks of [`Self::CHUNK_ROWS`] records and epochs of `epoch_rows` rounded up to whole chunks.
+    pub fn with_epoch_rows(epoch_rows: u64) -> Chunking {
+        let epoch_rows = epoch_rows.max(1);
+        let chunk_rows = Self::CHUNK_ROWS.min(epoch_rows as usize);
         Chunking {
-            chunk_rows: 4096,
-            epoch_rows: 65_536,
+            chunk_rows,
+            epoch_rows: epoch_rows.div_ceil(chunk_rows as u64) * chunk_rows as u64,
         }
     }
-}
 
-impl Chunking {
     pub fn epoch_of(&self, row: u64) -> u64 {
         (row - 1) / self.epoch_rows
     }
