@@ -283,7 +283,7 @@ pub fn run(
             if fed {
                 worker.step();
             } else {
-                worker.step_or_park(Some(Duration::from_millis(1)));
+                worker.step_or_park(Some(Duration::from_micros(100)));
             }
         }
         if let Some(bar) = bar {

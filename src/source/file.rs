@@ -9,8 +9,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, TryRecvError};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
+use std::thread::{JoinHandle, Thread};
 
 /// How many chunks the reader thread may run ahead of the dataflow.
 const CHANNEL_CHUNKS: usize = 8;
@@ -48,6 +48,9 @@ impl Chunking {
 pub struct FileSource {
     path: PathBuf,
     chunks: Receiver<Result<RawChunk, SourceError>>,
+    /// The thread polling this source, woken by the reader after each chunk so the worker can
+    /// park while it waits instead of sleeping a fixed time.
+    poller: Arc<Mutex<Option<Thread>>>,
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
     reader: Option<JoinHandle<()>>,
@@ -97,23 +100,30 @@ impl FileSource {
         check_header(path, &mut splitter)?;
 
         let (sender, chunks) = sync_channel(CHANNEL_CHUNKS);
+        let poller: Arc<Mutex<Option<Thread>>> = Arc::default();
+        let wake = Arc::clone(&poller);
+        let wake_poller = move || {
+            if let Some(thread) = wake.lock().ok().and_then(|mut p| p.take()) {
+                thread.unpark();
+            }
+        };
         let thread_path = path.to_owned();
         let reader = std::thread::Builder::new()
             .name("riskflow-reader".into())
             .spawn(move || {
                 let mut next_row = 1u64;
                 loop {
-                    match read_chunk(&thread_path, &mut splitter, &mut next_row, chunking) {
-                        Ok(chunk) if chunk.is_empty() => return,
-                        Ok(chunk) => {
-                            if sender.send(Ok(chunk)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            let _ = sender.send(Err(error));
-                            return;
-                        }
+                    let chunk = read_chunk(&thread_path, &mut splitter, &mut next_row, chunking);
+                    let last = !matches!(&chunk, Ok(c) if !c.is_empty());
+                    let sent = match chunk {
+                        Ok(chunk) if chunk.is_empty() => false,
+                        chunk => sender.send(chunk).is_ok(),
+                    };
+                    wake_poller();
+                    if last || !sent {
+                        drop(sender);
+                        wake_poller();
+                        return;
                     }
                 }
             })
@@ -121,6 +131,7 @@ impl FileSource {
         Ok(FileSource {
             path: path.to_owned(),
             chunks,
+            poller,
             bytes_read,
             total_bytes,
             reader: Some(reader),
@@ -191,6 +202,10 @@ fn read_chunk<R: Read>(
 
 impl Source for FileSource {
     fn poll(&mut self) -> Result<Poll, SourceError> {
+        // Register before looking, so a chunk sent in between still wakes this thread.
+        if let Ok(mut poller) = self.poller.lock() {
+            *poller = Some(std::thread::current());
+        }
         match self.chunks.try_recv() {
             Ok(chunk) => chunk.map(Poll::Ready),
             Err(TryRecvError::Empty) => Ok(Poll::Pending),
