@@ -169,7 +169,12 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
         years: dataflow.years,
         plan,
     };
-    Ok(dataflow::run(&job, Box::new(source), sink, target.engine)?)
+    Ok(dataflow::run(
+        &job,
+        dataflow::single_source(Box::new(source)),
+        sink,
+        target.engine.clone(),
+    )?)
 }
 
 /// A human summary of a run, with the first rows of each version like the original snapshots.

@@ -1,6 +1,7 @@
 //! Decoding one raw record into a [`LoanRow`], or saying exactly why it cannot be.
 
 use crate::record::{Date, DeadLetter, LoanRow, Reason, FIELD_COUNT};
+use crate::source::Rejection;
 use memchr::memchr;
 
 /// Source column positions of the fields that are not kept as text.
@@ -16,16 +17,23 @@ pub struct RecordParser {
 }
 
 /// Why a record was rejected, and its date if that much was readable.
-type Rejection = (Reason, String, Option<Date>);
+type ParseFailure = (Reason, String, Option<Date>);
 
 impl RecordParser {
-    /// The dead letter for a record cut to its first `raw.len()` bytes out of `full_length`.
-    pub fn oversized(row: u64, raw: &[u8], full_length: u64) -> DeadLetter {
+    /// The dead letter for a record the source rejected before parsing.
+    pub fn rejected(row: u64, raw: &[u8], why: &Rejection) -> DeadLetter {
+        let (reason, detail) = match why {
+            Rejection::Oversized { full_length } => (
+                Reason::Oversized,
+                format!("the record is {full_length} bytes, over the {} byte limit; its first {} bytes are kept", crate::source::MAX_RECORD_BYTES, raw.len()),
+            ),
+            Rejection::BadMessage { detail } => (Reason::BadMessage, detail.clone()),
+        };
         DeadLetter {
             row,
             application_date: None,
-            reason: Reason::Oversized,
-            detail: format!("the record is {full_length} bytes, over the {} byte limit; its first {} bytes are kept", crate::source::MAX_RECORD_BYTES, raw.len()),
+            reason,
+            detail,
             raw: raw.to_vec(),
         }
     }
@@ -55,7 +63,7 @@ impl RecordParser {
         row: u64,
         raw: &[u8],
         text: &mut String,
-    ) -> Result<LoanRow, Rejection> {
+    ) -> Result<LoanRow, ParseFailure> {
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         let line = std::str::from_utf8(line).map_err(|e| {
             (
@@ -188,7 +196,7 @@ fn parse_plain_decimal(text: &str) -> Option<f64> {
 
 /// Decodes the field at the start of `rest` into `out`, advances `rest` past its comma, and says
 /// whether another field follows.
-fn decode_field(rest: &mut &str, out: &mut String) -> Result<bool, Rejection> {
+fn decode_field(rest: &mut &str, out: &mut String) -> Result<bool, ParseFailure> {
     let s = *rest;
     if let Some(quoted) = s.strip_prefix('"') {
         let mut body = quoted;

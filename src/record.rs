@@ -307,6 +307,7 @@ pub enum Reason {
     BadRiskScore,
     BadAmount,
     Oversized,
+    BadMessage,
 }
 
 impl Reason {
@@ -319,6 +320,7 @@ impl Reason {
             Reason::BadRiskScore => "bad_risk_score",
             Reason::BadAmount => "bad_amount_requested",
             Reason::Oversized => "oversized_record",
+            Reason::BadMessage => "bad_message",
         }
     }
 }

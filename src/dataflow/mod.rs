@@ -53,7 +53,7 @@ pub struct Job {
 }
 
 /// How the engine runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EngineOptions {
     /// Timely worker threads in this process.
     pub workers: usize,
@@ -61,6 +61,8 @@ pub struct EngineOptions {
     pub epochs_in_flight: u64,
     /// Show a progress bar (on a terminal).
     pub progress: bool,
+    /// Raised (by a signal handler) to stop early; see [`run`].
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for EngineOptions {
@@ -69,6 +71,7 @@ impl Default for EngineOptions {
             workers: 1,
             epochs_in_flight: 4,
             progress: false,
+            stop: None,
         }
     }
 }
@@ -152,6 +155,8 @@ pub struct RunReport {
     /// The first rows stored for each version, for the run summary.
     pub first_rows: BTreeMap<u32, Vec<FeatureRow>>,
     pub elapsed: Duration,
+    /// The run was stopped by a signal before its sources were finished.
+    pub stopped_early: bool,
 }
 
 impl RunReport {
@@ -176,6 +181,10 @@ pub struct RunState {
     failed: AtomicBool,
     error: Mutex<Option<RunError>>,
     report: Mutex<RunReport>,
+    /// Early stop: how many workers have stopped reading, and the least epoch they hold.
+    stop: Mutex<(usize, Epoch)>,
+    /// Set once every worker has stopped reading: epochs from here on are never written.
+    stop_target: Mutex<Option<Epoch>>,
 }
 
 impl RunState {
@@ -211,84 +220,160 @@ impl RunState {
         self.failed.store(true, Ordering::SeqCst);
     }
 
+    /// A worker stopped reading, holding its input at `held`.
+    fn vote_stop(&self, held: Epoch, peers: usize) {
+        let mut stop = self.stop.lock().expect("stop lock");
+        if stop.0 == 0 {
+            stop.1 = Epoch::MAX;
+        }
+        stop.0 += 1;
+        stop.1 = stop.1.min(held);
+        if stop.0 == peers {
+            *self.stop_target.lock().expect("stop lock") = Some(stop.1);
+        }
+    }
+
+    /// During an early stop, the first epoch that will not be written.
+    pub fn stop_target(&self) -> Option<Epoch> {
+        *self.stop_target.lock().expect("stop lock")
+    }
+
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
 }
 
-/// Runs `job` over `source` into `sink` on `options.workers` threads.
+/// Makes the source each worker polls: `(worker index, workers)` → that worker's share of the
+/// input, or `None` when it reads nothing.
+pub type SourceFactory =
+    Box<dyn Fn(usize, usize) -> Result<Option<Box<dyn Source>>, SourceError> + Send + Sync>;
+
+/// A factory that gives one source (a file) to worker 0.
+pub fn single_source(source: Box<dyn Source>) -> SourceFactory {
+    let slot = Mutex::new(Some(source));
+    Box::new(move |index, _| {
+        Ok(if index == 0 {
+            slot.lock().expect("source lock").take()
+        } else {
+            None
+        })
+    })
+}
+
+/// Runs `job` over the sources into `sink` on `options.workers` threads.
+///
+/// Without `options.stop`, the run ends when every source is finished and every epoch is
+/// durable. When `options.stop` is raised (a signal), every worker stops reading and holds its
+/// input where it is; the run then writes exactly the epochs every worker had closed, tells the
+/// sources what is durable, and ends. Rows of epochs that were still open are left for the next
+/// run, so the store never holds an epoch that was computed from part of its rows.
 pub fn run(
     job: &Job,
-    source: Box<dyn Source>,
+    sources: SourceFactory,
     sink: Box<dyn Sink>,
     options: EngineOptions,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let state = Arc::new(RunState::default());
-    let source = Mutex::new(Some(source));
     let sink = Mutex::new(Some(sink));
     let job = job.clone();
     let shared = Arc::clone(&state);
     let config = timely::Config::process(options.workers.max(1));
     let guards = timely::execute(config, move |worker| {
         let state = Arc::clone(&shared);
-        let index = worker.index();
+        let (index, peers) = (worker.index(), worker.peers());
         let my_sink = if index == 0 {
             sink.lock().expect("sink lock").take()
         } else {
             None
         };
-        let mut my_source = if index == 0 {
-            source.lock().expect("source lock").take()
-        } else {
+        let mut my_source = sources(index, peers).unwrap_or_else(|error| {
+            state.fail(error.into());
             None
-        };
+        });
         let mut input =
             InputHandle::<Epoch, timely::container::CapacityContainerBuilder<Vec<RawChunk>>>::new();
         let probe = worker.dataflow::<Epoch, _, _>(|scope| {
             build(input.to_stream(scope), &job, my_sink, Arc::clone(&state))
         });
-        let bar = my_source
-            .as_ref()
-            .filter(|_| options.progress)
-            .map(|s| progress_bar(s.progress().1));
+        let bar = (index == 0 && options.progress)
+            .then(|| progress_bar(my_source.as_ref().and_then(|s| s.progress().1)));
         let mut input = Some(input);
+        let mut durable_seen = 0;
+        let mut stop_voted = false;
         while !state.failed() {
+            let durable = probe.with_frontier(|f| f.first().copied());
+            if let Some(source) = &mut my_source {
+                let durable = durable.unwrap_or(Epoch::MAX);
+                if durable > durable_seen {
+                    durable_seen = durable;
+                    if let Err(error) = source.durable(durable) {
+                        state.fail(error.into());
+                    }
+                }
+            }
+            if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                if !stop_voted {
+                    stop_voted = true;
+                    state.vote_stop(input.as_ref().map_or(Epoch::MAX, |h| *h.time()), peers);
+                }
+                if let Some(target) = state.stop_target() {
+                    if !probe.less_than(&target) {
+                        if let Some(source) = &mut my_source {
+                            if let Err(error) = source.durable(target).and_then(|()| source.close()) {
+                                state.fail(error.into());
+                            }
+                        }
+                        break;
+                    }
+                }
+                worker.step_or_park(Some(MAX_PARK));
+                continue;
+            }
             let mut fed = false;
             match (&mut my_source, &mut input) {
                 (Some(source), Some(handle)) => {
-                    let durable = probe.with_frontier(|f| f.first().copied());
                     if durable.is_none_or(|d| *handle.time() < d + options.epochs_in_flight) {
                         match source.poll() {
                             Ok(Poll::Ready(chunk)) => {
-                                if chunk.epoch > *handle.time() {
-                                    handle.advance_to(chunk.epoch);
-                                }
                                 handle.send(chunk);
                                 handle.flush();
                                 fed = true;
                             }
                             Ok(Poll::Pending) => {}
-                            Ok(Poll::Finished) => {
-                                (my_source, input) = (None, None);
-                            }
+                            Ok(Poll::Finished) => input = None,
                             Err(error) => state.fail(error.into()),
                         }
-                    }
-                    if let (Some(bar), Some(source)) = (&bar, &my_source) {
-                        bar.set_position(source.progress().0);
+                        if let Some(handle) = &mut input {
+                            let frontier = source.frontier();
+                            if frontier > *handle.time() {
+                                handle.advance_to(frontier);
+                            }
+                        }
                     }
                 }
                 (None, Some(_)) => input = None,
                 _ => {}
             }
+            if let Some(bar) = &bar {
+                match my_source.as_ref().map(|s| s.progress()) {
+                    Some((done, Some(_))) => bar.set_position(done),
+                    _ => bar.set_position(state.records_read.load(Ordering::Relaxed)),
+                }
+            }
             if input.is_none() && probe.done() {
+                if let Some(source) = &mut my_source {
+                    if let Err(error) = source.durable(Epoch::MAX).and_then(|()| source.close()) {
+                        state.fail(error.into());
+                    }
+                }
                 break;
             }
             if fed {
                 worker.step();
             } else {
-                worker.step_or_park(Some(MAX_PARK));
+                let wait = my_source.as_ref().map_or(MAX_PARK, |s| s.idle_wait());
+                worker.step_or_park(Some(wait));
             }
         }
         if let Some(bar) = bar {
@@ -307,16 +392,22 @@ pub fn run(
     report.records_read = state.records_read.load(Ordering::Relaxed);
     report.filtered = state.filtered.load(Ordering::Relaxed);
     report.elapsed = started.elapsed();
+    report.stopped_early = state.stop_target().is_some();
     Ok(report)
 }
 
+/// A byte bar for a source of known size (a file), a row counter for a stream.
 fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
+    let (bar, template) = match total {
+        Some(total) => (
+            indicatif::ProgressBar::new(total),
             "{spinner} {bytes}/{total_bytes} {bar:30} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template"),
-    );
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            "{spinner} {human_pos} records read ({per_sec})",
+        ),
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
     bar
 }

@@ -58,16 +58,19 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
             move |_, _| {
                 move |input, output| {
                     input.for_each_stamp(|cap, data| {
-                        let mut session = output.session(&cap);
                         for chunk in data.flat_map(|batch| batch.iter()) {
+                            // A chunk may belong to a later epoch than the input's time (a
+                            // Kafka partition that is ahead of the others on its worker).
+                            let chunk_cap = cap.delayed(&chunk.epoch, output.output_index());
+                            let mut session = output.session(&chunk_cap);
                             let mut batch = LoanBatch {
                                 text: String::with_capacity(chunk.data.len() / 2),
                                 rows: Vec::with_capacity(chunk.len()),
                             };
                             let mut filtered = 0;
-                            for (row, raw, full_length) in chunk.records() {
-                                let parsed = match full_length {
-                                    Some(length) => Err(RecordParser::oversized(row, raw, length)),
+                            for (row, raw, rejection) in chunk.records() {
+                                let parsed = match rejection {
+                                    Some(why) => Err(RecordParser::rejected(row, raw, why)),
                                     None => parser.parse(row, raw, &mut batch.text),
                                 };
                                 let date = match &parsed {
@@ -131,20 +134,10 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
                             break;
                         }
                         let (cap, mut batches) = entry.remove();
-                        // Each batch is one chunk, in order; chunks never interleave.
                         batches.sort_unstable_by_key(LoanBatch::first_row);
+                        let values = apply_in_row_order(&batches, &mut kernels);
                         let mut session = output.session(&cap);
-                        for batch in batches {
-                            let values = batch
-                                .rows
-                                .iter()
-                                .map(|loan| {
-                                    kernels
-                                        .iter_mut()
-                                        .map(|k| k.push(loan.risk_score))
-                                        .collect()
-                                })
-                                .collect();
+                        for (batch, values) in batches.into_iter().zip(values) {
                             session.give(WindowedBatch { batch, values });
                         }
                     }
@@ -152,6 +145,46 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
             },
         )
     }
+}
+
+/// Feeds the rows of one epoch's batches (sorted by first row) to the kernels in `_row` order;
+/// returns the values per batch and row.
+///
+/// File batches are runs that never interleave, so they are applied one after another; Kafka
+/// batches hold every n-th row of a partition and are merged first.
+fn apply_in_row_order(batches: &[LoanBatch], kernels: &mut [Kernel]) -> Vec<Vec<FeatureValues>> {
+    let mut apply = |loan: &crate::record::LoanRow| -> FeatureValues {
+        kernels.iter_mut().map(|k| k.push(loan.risk_score)).collect()
+    };
+    let disjoint = batches.windows(2).all(|pair| {
+        pair[0].rows.last().map(|r| r.row) < pair[1].rows.first().map(|r| r.row)
+    });
+    if disjoint {
+        return batches
+            .iter()
+            .map(|batch| batch.rows.iter().map(&mut apply).collect())
+            .collect();
+    }
+    let mut order: Vec<(u64, u32, u32)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| {
+            batch
+                .rows
+                .iter()
+                .enumerate()
+                .map(move |(i, loan)| (loan.row, b as u32, i as u32))
+        })
+        .collect();
+    order.sort_unstable();
+    let mut values: Vec<Vec<FeatureValues>> = batches
+        .iter()
+        .map(|batch| vec![FeatureValues::new(); batch.len()])
+        .collect();
+    for (_, b, i) in order {
+        values[b as usize][i as usize] = apply(&batches[b as usize].rows[i as usize]);
+    }
+    values
 }
 
 /// Gives each row the version in force at its date, keeping that version's features; also
@@ -306,7 +339,8 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         return;
                     };
                     while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) || state.failed() {
+                        let stopped = state.stop_target().is_some_and(|t| *entry.key() >= t);
+                        if frontier.less_equal(entry.key()) || state.failed() || stopped {
                             break;
                         }
                         let (cap, mut batch) = entry.remove();

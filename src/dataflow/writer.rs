@@ -83,3 +83,11 @@ impl StoreWriter {
         }
     }
 }
+
+impl Drop for StoreWriter {
+    /// A run stopped early drops the dataflow with the writer in it: let it finish what it was
+    /// given rather than be cut off when the process exits.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

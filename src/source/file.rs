@@ -1,7 +1,7 @@
 //! A CSV file (plain or gzip, detected by its magic bytes) read on its own thread, so that
 //! decompression and record splitting overlap with parsing and feature computation.
 
-use super::{Poll, RawChunk, RecordSplitter, Source, SourceError};
+use super::{Poll, RawChunk, RecordSplitter, Rejection, Source, SourceError};
 use crate::record::HEADER;
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
@@ -54,6 +54,8 @@ pub struct FileSource {
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
     reader: Option<JoinHandle<()>>,
+    /// The epoch of the last chunk handed out: chunks come in epoch order.
+    frontier: u64,
 }
 
 /// Counts the bytes read from the underlying file, for progress reporting.
@@ -135,6 +137,7 @@ impl FileSource {
             bytes_read,
             total_bytes,
             reader: Some(reader),
+            frontier: 0,
         })
     }
 }
@@ -177,7 +180,7 @@ fn read_chunk<R: Read>(
         first_row: *next_row,
         data: Vec::with_capacity(chunking.chunk_rows * 128),
         ends: Vec::with_capacity(chunking.chunk_rows),
-        oversized: Vec::new(),
+        ..RawChunk::default()
     };
     while chunk.len() < chunking.chunk_rows {
         if !chunk.is_empty() && chunking.epoch_of(*next_row) != chunk.epoch {
@@ -191,7 +194,9 @@ fn read_chunk<R: Read>(
                 error,
             })?;
         match record {
-            Some((head, Some(full_length))) => chunk.push_oversized(head, full_length),
+            Some((head, Some(full_length))) => {
+                chunk.push_rejected(head, Rejection::Oversized { full_length })
+            }
             Some((record, None)) => chunk.push(record),
             None => break,
         }
@@ -207,7 +212,11 @@ impl Source for FileSource {
             *poller = Some(std::thread::current());
         }
         match self.chunks.try_recv() {
-            Ok(chunk) => chunk.map(Poll::Ready),
+            Ok(Ok(chunk)) => {
+                self.frontier = chunk.epoch;
+                Ok(Poll::Ready(chunk))
+            }
+            Ok(Err(error)) => Err(error),
             Err(TryRecvError::Empty) => Ok(Poll::Pending),
             Err(TryRecvError::Disconnected) => {
                 let panicked = self
@@ -224,6 +233,10 @@ impl Source for FileSource {
                 }
             }
         }
+    }
+
+    fn frontier(&self) -> u64 {
+        self.frontier
     }
 
     fn progress(&self) -> (u64, Option<u64>) {

@@ -1,8 +1,11 @@
-//! Sources of raw records. A source hands out [`RawChunk`]s: runs of consecutive records with
-//! their source positions (`_row`) already assigned, so that row order never depends on how the
-//! chunks are later spread over workers.
+//! Sources of raw records. A source hands out [`RawChunk`]s: records with their source
+//! positions (`_row`) already assigned, so that row order never depends on how the chunks are
+//! later spread over workers, and with the epoch each belongs to.
 //!
-//! The file source (plain or gzip) is always built; Kafka and S3 sources implement the same trait.
+//! Every timely worker polls its own source (the file source lives on worker 0; each worker's
+//! Kafka source reads its share of the partitions). A source promises a frontier: no chunk it
+//! hands out later has an earlier epoch. The driver turns that promise into the dataflow's
+//! progress.
 
 mod file;
 mod split;
@@ -13,21 +16,36 @@ pub use split::{RecordSplitter, MAX_RECORD_BYTES};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// Consecutive raw records, stored back to back.
+/// Raw records of one epoch, stored back to back.
 ///
 /// Record `i` is `data[start(i)..ends[i]]` where `start(0) = 0` and `start(i) = ends[i-1] + 1`
 /// (one separator byte, the record's newline, sits between records). A trailing `\r` is left in
 /// place; the parser strips it.
+///
+/// Records are in increasing `_row` order within a chunk. A file chunk's rows are consecutive
+/// (`rows` is empty and record `i` is row `first_row + i`); a Kafka chunk lists them in `rows`,
+/// since a partition holds only some of the rows.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawChunk {
-    /// The timely epoch this chunk belongs to; a source never goes back to an earlier epoch.
+    /// The timely epoch this chunk belongs to: never below the source's frontier.
     pub epoch: u64,
     /// Source position of the first record.
     pub first_row: u64,
+    /// Source position of each record, when they are not consecutive.
+    pub rows: Vec<u64>,
     pub data: Vec<u8>,
     pub ends: Vec<u32>,
-    /// Indices of records cut to [`MAX_RECORD_BYTES`], with their full length.
-    pub oversized: Vec<(u32, u64)>,
+    /// Records the source already knows to be unreadable, by index.
+    pub rejected: Vec<(u32, Rejection)>,
+}
+
+/// Why a source rejected a record before parsing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// The record was cut to its head; this was its full length in bytes.
+    Oversized { full_length: u64 },
+    /// A message that does not hold a record in any accepted format.
+    BadMessage { detail: String },
 }
 
 impl RawChunk {
@@ -39,27 +57,40 @@ impl RawChunk {
         self.ends.is_empty()
     }
 
-    /// The records with their source positions, and the full length of those that were cut.
-    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], Option<u64>)> + '_ {
+    /// The records with their source positions, and why the source rejected those it did.
+    pub fn records(&self) -> impl Iterator<Item = (u64, &[u8], Option<&Rejection>)> + '_ {
         let mut start = 0usize;
-        let mut oversized = self.oversized.iter().peekable();
+        let mut rejected = self.rejected.iter().peekable();
         self.ends.iter().enumerate().map(move |(i, &end)| {
             let record = &self.data[start..end as usize];
             start = end as usize + 1;
-            let full_length = oversized
+            let rejection = rejected
                 .next_if(|(index, _)| *index as usize == i)
-                .map(|(_, len)| *len);
-            (self.first_row + i as u64, record, full_length)
+                .map(|(_, why)| why);
+            let row = match self.rows.get(i) {
+                Some(&row) => row,
+                None => self.first_row + i as u64,
+            };
+            (row, record, rejection)
         })
     }
 
-    /// Appends a record that was cut from `full_length` bytes to its head.
-    pub fn push_oversized(&mut self, head: &[u8], full_length: u64) {
-        self.oversized.push((self.ends.len() as u32, full_length));
-        self.push(head);
+    /// Appends a record the source rejected (its raw bytes are still kept for the dead letter).
+    pub fn push_rejected(&mut self, raw: &[u8], why: Rejection) {
+        self.rejected.push((self.ends.len() as u32, why));
+        self.push(raw);
     }
 
-    /// Appends one record.
+    /// Appends a record at an explicit source position (rows must increase).
+    pub fn push_at(&mut self, row: u64, record: &[u8]) {
+        if self.ends.is_empty() {
+            self.first_row = row;
+        }
+        self.rows.push(row);
+        self.push(record);
+    }
+
+    /// Appends one record (the next consecutive row, or, after `push_at`, give the row there).
     pub fn push(&mut self, record: &[u8]) {
         if !self.ends.is_empty() {
             self.data.push(b'\n');
@@ -75,7 +106,8 @@ impl RawChunk {
 pub enum Poll {
     /// A chunk is ready.
     Ready(RawChunk),
-    /// Nothing right now; poll again later.
+    /// Nothing right now; poll again later (the source wakes the polling thread when it has
+    /// something, or the driver polls again after [`Source::idle_wait`]).
     Pending,
     /// The source is exhausted.
     Finished,
@@ -85,7 +117,23 @@ pub enum Poll {
 pub trait Source: Send {
     /// Returns the next chunk if one is ready. Never blocks for long.
     fn poll(&mut self) -> Result<Poll, SourceError>;
-    /// Input bytes consumed so far and the total, if known (for progress reporting).
+    /// No chunk handed out from now on has an epoch below this one.
+    fn frontier(&self) -> u64;
+    /// Tells the source that every epoch below `frontier` is durable in the store, so it may
+    /// acknowledge them upstream (Kafka offsets).
+    fn durable(&mut self, _frontier: u64) -> Result<(), SourceError> {
+        Ok(())
+    }
+    /// Called when the run stops early (a signal): acknowledge what is durable and let go.
+    fn close(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    /// Longest the driver waits for a wake-up before polling again while the source is pending.
+    fn idle_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(100)
+    }
+    /// Input consumed so far and the total, if known (for progress reporting): bytes for a
+    /// file, rows for a stream.
     fn progress(&self) -> (u64, Option<u64>);
 }
 
@@ -111,6 +159,8 @@ pub enum SourceError {
     Header { path: PathBuf, found: String },
     #[error("the reader thread for {path} stopped unexpectedly")]
     ReaderGone { path: PathBuf },
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl SourceError {
@@ -125,7 +175,8 @@ impl SourceError {
             ),
             SourceError::Empty { .. }
             | SourceError::Header { .. }
-            | SourceError::ReaderGone { .. } => false,
+            | SourceError::ReaderGone { .. }
+            | SourceError::Kafka(_) => false,
         }
     }
 }
