@@ -3,7 +3,15 @@
 
 use crate::dataflow::EngineOptions;
 use crate::gen::{generate, GenOptions};
-use crate::job::{run_dataflow, summarize, LoadedDataflow, RunTarget, DEFAULT_DATAFLOWS};
+use crate::job::{
+    run_dataflow, stream_dataflow, summarize, LoadedDataflow, RunTarget, StreamTarget,
+    DEFAULT_DATAFLOWS,
+};
+use crate::kafka::{produce, MessageFormat, ProduceOptions, StreamOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 use crate::record::YearRange;
 use crate::sink::StoreUrl;
 use crate::source::Chunking;
@@ -33,6 +41,74 @@ pub enum Command {
     Run(RunArgs),
     /// Generate a deterministic file in the rejected-loans layout.
     Gen(GenArgs),
+    /// Replay chosen years of a file onto a Kafka topic as a live stream.
+    Produce(ProduceArgs),
+    /// Consume a Kafka topic's partitions into the versioned feature store, live.
+    Stream(StreamArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
+    #[arg(long, env = "RISKFLOW_BROKERS")]
+    pub brokers: String,
+    /// The inflow topic.
+    #[arg(long, env = "RISKFLOW_TOPIC", default_value = "inflow")]
+    pub topic: String,
+    /// How rows are encoded: riskflow (CSV record, `_row` header) or json-array (the original
+    /// producer's format; arrival order, not reproducible).
+    #[arg(long, value_enum, default_value_t = MessageFormat::Riskflow)]
+    pub format: MessageFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Input CSV, plain or gzip.
+    #[arg(long, env = "RISKFLOW_INPUT")]
+    pub input: PathBuf,
+    /// Application years to replay, e.g. 2008-2009 or 2008-.
+    #[arg(long, default_value = "2008-")]
+    pub years: YearRange,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Rows per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Longest time between progress markers, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub marker_interval_ms: u64,
+    /// Most rows between progress markers (the largest epoch a consumer sees).
+    #[arg(long, default_value_t = 65_536)]
+    pub marker_rows: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Dataflow definition (default: dataflows/features.toml).
+    pub dataflow: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group the offsets are committed under (default: riskflow-<table>).
+    #[arg(long, env = "RISKFLOW_GROUP")]
+    pub group: Option<String>,
+    /// Where to store: sqlite:PATH or csv:PATH.
+    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
+    pub store: StoreUrl,
+    /// Worker threads; worker i reads the partitions p with p % workers == i.
+    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Stop after the producer's final marker instead of waiting for more.
+    #[arg(long)]
+    pub until_complete: bool,
+    /// Also publish every stored row to this topic as Kafka Connect JSON.
+    #[arg(long, env = "RISKFLOW_OUTFLOW_TOPIC")]
+    pub outflow_topic: Option<String>,
+    /// Print only the one-line summary.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -88,7 +164,81 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_command(args),
         Command::Gen(args) => gen_command(args),
+        Command::Produce(args) => produce_command(args),
+        Command::Stream(args) => stream_command(args),
     }
+}
+
+fn produce_command(args: ProduceArgs) -> anyhow::Result<()> {
+    let options = ProduceOptions {
+        input: args.input,
+        years: args.years,
+        brokers: args.kafka.brokers,
+        topic: args.kafka.topic,
+        partitions: args.partitions.max(1),
+        rate: args.rate,
+        format: args.kafka.format,
+        marker_interval: Duration::from_millis(args.marker_interval_ms.max(1)),
+        marker_rows: args.marker_rows.max(1),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = produce(&options)?;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "produced {} rows to {} ({} partitions) in {secs:.2} s ({:.0} rows/s); {} epochs; skipped {} rows of other years",
+        report.sent,
+        options.topic,
+        report.partitions,
+        report.sent as f64 / secs,
+        report.epochs,
+        report.skipped
+    );
+    Ok(())
+}
+
+fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
+    let path = args
+        .dataflow
+        .unwrap_or_else(|| PathBuf::from("dataflows/features.toml"));
+    let dataflow = LoadedDataflow::load(&path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // A second signal while stopping ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    let group = args
+        .group
+        .unwrap_or_else(|| format!("riskflow-{}", dataflow.feature_set.table));
+    let target = StreamTarget {
+        stream: StreamOptions {
+            brokers: args.kafka.brokers,
+            topic: args.kafka.topic,
+            group,
+            format: args.kafka.format,
+            until_complete: args.until_complete,
+        },
+        store: args.store,
+        outflow_topic: args.outflow_topic,
+        engine: EngineOptions {
+            workers: args.workers.max(1),
+            progress: std::io::stderr().is_terminal(),
+            stop: Some(stop),
+            ..EngineOptions::default()
+        },
+    };
+    let report = stream_dataflow(&dataflow, &target)
+        .with_context(|| format!("dataflow {}", path.display()))?;
+    let summary = summarize(&dataflow, &report);
+    if args.quiet {
+        println!("{}", summary.lines().next().unwrap_or_default());
+    } else {
+        println!("{summary}");
+    }
+    if report.stopped_early {
+        println!("stopped on a signal: every epoch the stream had closed is stored and its offsets committed");
+    }
+    Ok(())
 }
 
 fn run_command(args: RunArgs) -> anyhow::Result<()> {

@@ -116,6 +116,11 @@ impl Rng {
     }
 }
 
+/// A well-mixed 64-bit hash of `x` (one splitmix64 step), e.g. for keys that look random.
+pub fn mix(x: u64) -> u64 {
+    Rng(x).next()
+}
+
 /// Splits `rows` over the years in proportion to the real file (largest remainder), giving each
 /// year at least one row when there are enough rows.
 pub fn rows_per_year(rows: u64, first_year: u32, last_year: u32) -> Vec<(u32, u64)> {

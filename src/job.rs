@@ -5,8 +5,10 @@ use crate::catalog::{Catalog, CatalogError, MemoryCatalog, SqliteCatalog};
 use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
 use crate::plan::{FeatureSetFile, PlanError};
 use crate::record::{TextField, YearRange, BASE_COLUMNS};
-use crate::sink::{FeatureRow, SinkError, StoreUrl};
-use crate::source::{Chunking, FileSource, SourceError};
+use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
+use crate::sink::{FeatureRow, Sink, SinkError, StoreUrl};
+use crate::source::{Chunking, FileSource, Source, SourceError};
+use std::time::Duration;
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ pub enum JobError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
 }
 
 /// A dataflow definition with its feature set loaded.
@@ -149,10 +153,11 @@ pub struct RunTarget {
     pub chunking: Chunking,
 }
 
-/// Runs one dataflow: registers its versions, prepares the store, streams the input through.
-pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
+/// Registers a dataflow's versions in the store's catalog and opens the store (not yet
+/// prepared, so that it can be wrapped first).
+fn open_store(dataflow: &LoadedDataflow, store: &StoreUrl) -> Result<(Job, Box<dyn Sink>), JobError> {
     let table = &dataflow.feature_set.table;
-    let plan = match &target.store {
+    let plan = match store {
         StoreUrl::Sqlite(path) => {
             SqliteCatalog::open(path)?.register_all(table, &dataflow.feature_set.versions)?
         }
@@ -160,21 +165,88 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
             MemoryCatalog::default().register_all(table, &dataflow.feature_set.versions)?
         }
     };
-    let mut sink = target.store.open(table)?;
-    sink.prepare(&plan)?;
-    let source = FileSource::open(&target.input, target.chunking)?;
-    tracing::info!(dataflow = dataflow.name.as_str(), table = table.as_str(), years = %dataflow.years,
-        input = %target.input.display(), store = %target.store, workers = target.engine.workers, "Running dataflow.");
+    let sink = store.open(table)?;
     let job = Job {
         years: dataflow.years,
         plan,
     };
+    Ok((job, sink))
+}
+
+/// Runs one dataflow: registers its versions, prepares the store, streams the input through.
+pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
+    let (job, mut sink) = open_store(dataflow, &target.store)?;
+    sink.prepare(&job.plan)?;
+    let source = FileSource::open(&target.input, target.chunking)?;
+    tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
+        input = %target.input.display(), store = %target.store, workers = target.engine.workers, "Running dataflow.");
     Ok(dataflow::run(
         &job,
         dataflow::single_source(Box::new(source)),
         sink,
         target.engine.clone(),
     )?)
+}
+
+/// Where a stream reads and writes, and how.
+#[derive(Clone, Debug)]
+pub struct StreamTarget {
+    pub stream: StreamOptions,
+    pub store: StoreUrl,
+    /// Also publish stored rows to this topic (Kafka Connect JSON).
+    pub outflow_topic: Option<String>,
+    pub engine: EngineOptions,
+}
+
+/// How often a stream looks for its topic before the producer has created it.
+const TOPIC_WAIT: Duration = Duration::from_millis(500);
+
+/// Runs one dataflow over the inflow topic: each worker reads its partitions; the run ends on
+/// the producer's final marker (`until_complete`) or when `engine.stop` is raised.
+pub fn stream_dataflow(
+    dataflow: &LoadedDataflow,
+    target: &StreamTarget,
+) -> Result<RunReport, JobError> {
+    let options = &target.stream;
+    let (job, mut sink) = open_store(dataflow, &target.store)?;
+    if let Some(topic) = &target.outflow_topic {
+        sink = Box::new(OutflowSink::new(
+            sink,
+            &options.brokers,
+            topic,
+            &dataflow.feature_set.table,
+        )?);
+    }
+    sink.prepare(&job.plan)?;
+    let stopped = || {
+        target
+            .engine
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+    };
+    let partitions = loop {
+        if let Some(count) = partition_count(&options.brokers, &options.topic)? {
+            break count;
+        }
+        if stopped() {
+            return Ok(RunReport {
+                stopped_early: true,
+                ..RunReport::default()
+            });
+        }
+        tracing::info!(topic = options.topic.as_str(), "Waiting for the topic to be created.");
+        std::thread::sleep(TOPIC_WAIT);
+    };
+    tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
+        topic = options.topic.as_str(), partitions, store = %target.store, workers = target.engine.workers, "Streaming dataflow.");
+    let stream = options.clone();
+    let sources: dataflow::SourceFactory = Box::new(move |index, workers| {
+        KafkaSource::open(&stream, partitions, index, workers)
+            .map(|source| source.map(|s| Box::new(s) as Box<dyn Source>))
+            .map_err(|e| SourceError::Kafka(e.to_string()))
+    });
+    Ok(dataflow::run(&job, sources, sink, target.engine.clone())?)
 }
 
 /// A human summary of a run, with the first rows of each version like the original snapshots.

@@ -10,6 +10,7 @@ pub mod dataflow;
 pub mod features;
 pub mod gen;
 pub mod job;
+pub mod kafka;
 pub mod parse;
 pub mod plan;
 pub mod record;

@@ -194,6 +194,22 @@ fn parse_plain_decimal(text: &str) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
+/// Splits a record into its decoded fields, whatever their number; `None` when the record is not
+/// UTF-8 or has an unterminated quote. (For re-encoding records, e.g. as JSON arrays.)
+pub fn split_fields(raw: &[u8]) -> Option<Vec<String>> {
+    let line = std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).ok()?;
+    let mut rest = line;
+    let mut fields = Vec::with_capacity(FIELD_COUNT);
+    loop {
+        let mut field = String::new();
+        let more = decode_field(&mut rest, &mut field).ok()?;
+        fields.push(field);
+        if !more {
+            return Some(fields);
+        }
+    }
+}
+
 /// Decodes the field at the start of `rest` into `out`, advances `rest` past its comma, and says
 /// whether another field follows.
 fn decode_field(rest: &mut &str, out: &mut String) -> Result<bool, ParseFailure> {

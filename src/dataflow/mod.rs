@@ -333,7 +333,12 @@ pub fn run(
             let mut fed = false;
             match (&mut my_source, &mut input) {
                 (Some(source), Some(handle)) => {
-                    if durable.is_none_or(|d| *handle.time() < d + options.epochs_in_flight) {
+                    // Bound memory: read on only while few epochs are open. (A source past its
+                    // last epoch is at Epoch::MAX and only has its end to report.)
+                    let open = *handle.time();
+                    let ahead = durable
+                        .is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
+                    if !ahead || open == Epoch::MAX {
                         match source.poll() {
                             Ok(Poll::Ready(chunk)) => {
                                 handle.send(chunk);

@@ -199,6 +199,8 @@ pub enum SinkError {
         found: String,
         expected: String,
     },
+    #[error("outflow: {0}")]
+    Outflow(String),
 }
 
 impl SinkError {

@@ -35,7 +35,9 @@ impl Chunking {
         let chunk_rows = Self::CHUNK_ROWS.min(epoch_rows as usize);
         Chunking {
             chunk_rows,
-            epoch_rows: epoch_rows.div_ceil(chunk_rows as u64) * chunk_rows as u64,
+            epoch_rows: epoch_rows
+                .div_ceil(chunk_rows as u64)
+                .saturating_mul(chunk_rows as u64),
         }
     }
 

@@ -81,6 +81,12 @@ impl RawChunk {
         self.push(raw);
     }
 
+    /// Appends a rejected record at an explicit source position (rows must increase).
+    pub fn push_rejected_at(&mut self, row: u64, raw: &[u8], why: Rejection) {
+        self.rejected.push((self.ends.len() as u32, why));
+        self.push_at(row, raw);
+    }
+
     /// Appends a record at an explicit source position (rows must increase).
     pub fn push_at(&mut self, row: u64, record: &[u8]) {
         if self.ends.is_empty() {

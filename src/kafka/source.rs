@@ -1,0 +1,386 @@
+//! The Kafka source: each timely worker reads its own partitions (`p % workers == index`) with
+//! a consumer of its own, and turns markers into epochs (see [`crate::kafka`]).
+//!
+//! librdkafka wakes the worker when a message arrives (its queue's non-empty callback), so an
+//! idle stream parks instead of spinning. Offsets are committed only for epochs the store has
+//! made durable; auto-commit is off. The stream always reads its partitions from the start:
+//! features depend on every earlier row, and until the store keeps window state with the
+//! offsets, replaying from the start (the store ignores rows it already has) is what keeps
+//! every value right after a restart.
+
+use super::{
+    base_config, KafkaError, Marker, MessageFormat, MARKER_HEADER, OVERSIZED_HEADER, ROW_HEADER,
+};
+use crate::sink::push_csv_field;
+use crate::source::{Poll, RawChunk, Rejection, Source, SourceError};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Where and how to read the inflow topic.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    pub brokers: String,
+    pub topic: String,
+    /// Consumer group the offsets are committed under.
+    pub group: String,
+    pub format: MessageFormat,
+    /// Finish once every partition has seen the producer's final marker.
+    pub until_complete: bool,
+}
+
+/// Messages taken from librdkafka per poll: enough to amortise, few enough to keep the worker
+/// responsive.
+const POLL_BUDGET: usize = 4096;
+
+/// Longest a worker sleeps without a wake-up from librdkafka.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Where one partition stands.
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// The epoch its next row belongs to.
+    epoch: u64,
+    /// The producer's final marker was seen.
+    complete: bool,
+    /// The last row seen, to drop a repeated message.
+    last_row: u64,
+    /// Offsets to commit once an epoch is durable: `(epoch, next offset)`, in order.
+    closes: VecDeque<(u64, i64)>,
+}
+
+/// A message of the original producer's format, waiting to be numbered.
+struct ArrivedRow {
+    timestamp: i64,
+    partition: i32,
+    offset: i64,
+    record: Result<Vec<u8>, (Vec<u8>, Rejection)>,
+}
+
+/// One worker's share of the inflow topic.
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    options: StreamOptions,
+    partitions: BTreeMap<i32, PartitionState>,
+    /// Chunks read but not yet handed out.
+    ready: VecDeque<RawChunk>,
+    rows_read: u64,
+    /// `json-array` only: the next source position and the epoch of the next batch.
+    next_row: u64,
+    batch_epoch: u64,
+}
+
+impl KafkaSource {
+    /// Opens worker `index`'s share of `partitions` partitions; `None` when it has none.
+    /// Messages without row numbers (`json-array`) are all read by worker 0, which numbers them.
+    pub fn open(
+        options: &StreamOptions,
+        partitions: i32,
+        index: usize,
+        workers: usize,
+    ) -> Result<Option<KafkaSource>, KafkaError> {
+        let mine: Vec<i32> = match options.format {
+            MessageFormat::Riskflow => (0..partitions)
+                .filter(|p| *p as usize % workers == index)
+                .collect(),
+            MessageFormat::JsonArray if index == 0 => (0..partitions).collect(),
+            MessageFormat::JsonArray => Vec::new(),
+        };
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let mut consumer: BaseConsumer = base_config(&options.brokers)
+            .set("group.id", &options.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("max.partition.fetch.bytes", "4194304")
+            .create()
+            .map_err(KafkaError::client("creating a consumer", &options.brokers))?;
+        let worker = std::thread::current();
+        consumer.set_nonempty_callback(move || worker.unpark());
+        let mut assignment = TopicPartitionList::new();
+        for &p in &mine {
+            assignment
+                .add_partition_offset(&options.topic, p, Offset::Beginning)
+                .map_err(KafkaError::client("assigning partitions", &options.brokers))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(KafkaError::client("assigning partitions", &options.brokers))?;
+        tracing::info!(topic = options.topic.as_str(), partitions = ?mine, worker = index, "Reading partitions.");
+        Ok(Some(KafkaSource {
+            consumer,
+            options: options.clone(),
+            partitions: mine
+                .into_iter()
+                .map(|p| (p, PartitionState::default()))
+                .collect(),
+            ready: VecDeque::new(),
+            rows_read: 0,
+            next_row: 1,
+            batch_epoch: 0,
+        }))
+    }
+
+    fn error(&self, what: String) -> SourceError {
+        SourceError::Kafka(format!("{what} (topic {}, brokers {})", self.options.topic, self.options.brokers))
+    }
+
+    /// Takes what librdkafka has (up to the budget) into `ready`.
+    fn fetch(&mut self) -> Result<(), SourceError> {
+        let mut chunks: BTreeMap<(u64, i32), RawChunk> = BTreeMap::new();
+        let mut arrived: Vec<ArrivedRow> = Vec::new();
+        for _ in 0..POLL_BUDGET {
+            let message = match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(message)) => message,
+                Some(Err(error)) => return Err(self.error(format!("reading: {error}"))),
+            };
+            let message = Fields::of(&message);
+            let Some(state) = self.partitions.get_mut(&message.partition) else {
+                continue;
+            };
+            if message.marker {
+                let marker: Marker = serde_json::from_slice(message.payload).map_err(|e| {
+                    SourceError::Kafka(format!(
+                        "the marker at {}/{} offset {} is not valid: {e}",
+                        self.options.topic, message.partition, message.offset
+                    ))
+                })?;
+                tracing::debug!(partition = message.partition, offset = message.offset, epoch = marker.epoch, complete = marker.complete, "Marker.");
+                state.complete |= marker.complete;
+                if self.options.format == MessageFormat::Riskflow {
+                    state.epoch = state.epoch.max(marker.epoch + 1);
+                    state.closes.push_back((marker.epoch, message.offset + 1));
+                }
+                continue;
+            }
+            self.rows_read += 1;
+            match self.options.format {
+                MessageFormat::Riskflow => {
+                    let Some(row) = message.row else {
+                        return Err(SourceError::Kafka(format!(
+                            "the message at {}/{} offset {} has no `{ROW_HEADER}` header: \
+                             if the topic holds the original producer's JSON arrays, stream it with --format json-array",
+                            self.options.topic, message.partition, message.offset
+                        )));
+                    };
+                    if row <= state.last_row {
+                        tracing::warn!(row, partition = message.partition, "Skipping a repeated row.");
+                        continue;
+                    }
+                    state.last_row = row;
+                    let chunk = chunks.entry((state.epoch, message.partition)).or_insert_with(|| RawChunk {
+                        epoch: state.epoch,
+                        ..RawChunk::default()
+                    });
+                    match message.oversized {
+                        Some(full_length) => chunk.push_rejected_at(row, message.payload, Rejection::Oversized { full_length }),
+                        None => chunk.push_at(row, message.payload),
+                    }
+                }
+                MessageFormat::JsonArray => arrived.push(ArrivedRow {
+                    timestamp: message.timestamp,
+                    partition: message.partition,
+                    offset: message.offset,
+                    record: json_array_to_csv(message.payload),
+                }),
+            }
+        }
+        self.ready.extend(chunks.into_values());
+        if !arrived.is_empty() {
+            self.number_arrivals(arrived);
+        }
+        Ok(())
+    }
+
+    /// `json-array`: numbers one poll's messages in offset-time order, as one epoch.
+    fn number_arrivals(&mut self, mut arrived: Vec<ArrivedRow>) {
+        arrived.sort_unstable_by_key(|a| (a.timestamp, a.partition, a.offset));
+        let epoch = self.batch_epoch;
+        let mut chunk = RawChunk {
+            epoch,
+            ..RawChunk::default()
+        };
+        for message in arrived {
+            let row = self.next_row;
+            self.next_row += 1;
+            match &message.record {
+                Ok(record) => chunk.push_at(row, record),
+                Err((raw, why)) => chunk.push_rejected_at(row, raw, why.clone()),
+            }
+            let state = self.partitions.get_mut(&message.partition).expect("an assigned partition");
+            match state.closes.back_mut() {
+                Some((e, offset)) if *e == epoch => *offset = (*offset).max(message.offset + 1),
+                _ => state.closes.push_back((epoch, message.offset + 1)),
+            }
+        }
+        self.ready.push_back(chunk);
+        self.batch_epoch += 1;
+    }
+
+    fn finished(&self) -> bool {
+        self.options.until_complete && self.partitions.values().all(|p| p.complete)
+    }
+
+    /// Offsets of the epochs below `frontier`, taken off the partitions' lists.
+    fn durable_offsets(&mut self, frontier: u64) -> TopicPartitionList {
+        let mut offsets = TopicPartitionList::new();
+        for (&p, state) in &mut self.partitions {
+            let mut last = None;
+            while state.closes.front().is_some_and(|(e, _)| *e < frontier) {
+                last = state.closes.pop_front().map(|(_, o)| o);
+            }
+            if let Some(offset) = last {
+                let _ = offsets.add_partition_offset(&self.options.topic, p, Offset::Offset(offset));
+            }
+        }
+        offsets
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self) -> Result<Poll, SourceError> {
+        if self.ready.is_empty() {
+            self.fetch()?;
+        }
+        match self.ready.pop_front() {
+            Some(chunk) => Ok(Poll::Ready(chunk)),
+            None if self.finished() => Ok(Poll::Finished),
+            None => Ok(Poll::Pending),
+        }
+    }
+
+    fn frontier(&self) -> u64 {
+        let open = match self.options.format {
+            MessageFormat::Riskflow => self
+                .partitions
+                .values()
+                .filter(|p| !(p.complete && self.options.until_complete))
+                .map(|p| p.epoch)
+                .min()
+                .unwrap_or(u64::MAX),
+            MessageFormat::JsonArray if self.finished() => u64::MAX,
+            MessageFormat::JsonArray => self.batch_epoch,
+        };
+        self.ready.iter().map(|c| c.epoch).fold(open, u64::min)
+    }
+
+    fn durable(&mut self, frontier: u64) -> Result<(), SourceError> {
+        let offsets = self.durable_offsets(frontier);
+        if offsets.count() > 0 {
+            self.consumer
+                .commit(&offsets, CommitMode::Async)
+                .map_err(|e| self.error(format!("committing offsets: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), SourceError> {
+        // The last durable() queued its commits; wait for them to land.
+        self.consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .or_else(|e| match e {
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset,
+                ) => Ok(()),
+                e => Err(e),
+            })
+            .map_err(|e| self.error(format!("committing offsets: {e}")))
+    }
+
+    fn idle_wait(&self) -> Duration {
+        IDLE_WAIT
+    }
+
+    fn progress(&self) -> (u64, Option<u64>) {
+        (self.rows_read, None)
+    }
+}
+
+/// What the source needs of a message.
+struct Fields<'a> {
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    payload: &'a [u8],
+    marker: bool,
+    row: Option<u64>,
+    oversized: Option<u64>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(message: &'a BorrowedMessage<'a>) -> Fields<'a> {
+        let mut fields = Fields {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis().unwrap_or(0),
+            payload: message.payload().unwrap_or_default(),
+            marker: false,
+            row: None,
+            oversized: None,
+        };
+        let number = |value: Option<&[u8]>| {
+            value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                match header.key {
+                    MARKER_HEADER => fields.marker = true,
+                    ROW_HEADER => fields.row = number(header.value),
+                    OVERSIZED_HEADER => fields.oversized = number(header.value),
+                    _ => {}
+                }
+            }
+        }
+        fields
+    }
+}
+
+/// Re-encodes the original producer's JSON array as a CSV record (strings as they are, numbers
+/// in their JSON spelling, null as empty); anything else is rejected with the reason.
+fn json_array_to_csv(payload: &[u8]) -> Result<Vec<u8>, (Vec<u8>, Rejection)> {
+    let reject = |detail: String| (payload.to_vec(), Rejection::BadMessage { detail });
+    let values: Vec<serde_json::Value> = serde_json::from_slice(payload)
+        .map_err(|e| reject(format!("not a JSON array of fields: {e}")))?;
+    let mut record = Vec::with_capacity(payload.len());
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            record.push(b',');
+        }
+        match value {
+            serde_json::Value::Null => {}
+            serde_json::Value::String(s) => push_csv_field(&mut record, s.as_bytes()),
+            serde_json::Value::Number(n) => record.extend_from_slice(n.to_string().as_bytes()),
+            serde_json::Value::Bool(b) => record.extend_from_slice(if *b { b"true" } else { b"false" }),
+            other => return Err(reject(format!("field {} is not a scalar: {other}", i + 1))),
+        }
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_arrays_become_csv_records() {
+        let record = json_array_to_csv(
+            br#"[1000.0,"2007-05-26","Wedding, \"Covered\"",693.0,"10%","481xx","NM","4 years",null]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(record).unwrap(),
+            r#"1000.0,2007-05-26,"Wedding, ""Covered""",693.0,10%,481xx,NM,4 years,"#
+        );
+        let (raw, why) = json_array_to_csv(b"{not json").unwrap_err();
+        assert_eq!(raw, b"{not json");
+        assert!(matches!(why, Rejection::BadMessage { .. }));
+    }
+}
