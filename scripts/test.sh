@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: unit tests, the integration tests (which drive the
-# real binary over generated files and check the store against SQL and sequential oracles), and
-# one quick pass over each criterion benchmark.
+# real binary over generated files and a real Kafka-compatible broker, and check the store
+# against SQL and sequential oracles), and one quick pass over each criterion benchmark.
+#
+# Starts the services the tests need (scripts/kafka.sh: tansu on a free loopback port) and stops
+# them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,5 +12,16 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is required (https://rustup.rs)" >&2
     exit 1
 fi
+
+services=$(mktemp -d)
+cleanup() {
+    ./scripts/kafka.sh stop "$services/kafka" || true
+    rm -rf "$services"
+}
+trap cleanup EXIT
+
+RISKFLOW_TEST_BROKERS=$(./scripts/kafka.sh start "$services/kafka")
+export RISKFLOW_TEST_BROKERS
+echo "test broker (tansu): $RISKFLOW_TEST_BROKERS"
 
 cargo test --locked --all-targets

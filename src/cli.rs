@@ -8,17 +8,17 @@ use crate::job::{
     DEFAULT_DATAFLOWS,
 };
 use crate::kafka::{produce, MessageFormat, ProduceOptions, StreamOptions};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
 use crate::record::YearRange;
 use crate::sink::StoreUrl;
 use crate::source::Chunking;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -3,15 +3,15 @@
 
 use crate::catalog::{Catalog, CatalogError, MemoryCatalog, SqliteCatalog};
 use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
+use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
 use crate::plan::{FeatureSetFile, PlanError};
 use crate::record::{TextField, YearRange, BASE_COLUMNS};
-use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
 use crate::sink::{FeatureRow, Sink, SinkError, StoreUrl};
 use crate::source::{Chunking, FileSource, Source, SourceError};
-use std::time::Duration;
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A dataflow definition file.
 #[derive(Clone, Debug, Deserialize)]
@@ -155,7 +155,10 @@ pub struct RunTarget {
 
 /// Registers a dataflow's versions in the store's catalog and opens the store (not yet
 /// prepared, so that it can be wrapped first).
-fn open_store(dataflow: &LoadedDataflow, store: &StoreUrl) -> Result<(Job, Box<dyn Sink>), JobError> {
+fn open_store(
+    dataflow: &LoadedDataflow,
+    store: &StoreUrl,
+) -> Result<(Job, Box<dyn Sink>), JobError> {
     let table = &dataflow.feature_set.table;
     let plan = match store {
         StoreUrl::Sqlite(path) => {
@@ -235,7 +238,10 @@ pub fn stream_dataflow(
                 ..RunReport::default()
             });
         }
-        tracing::info!(topic = options.topic.as_str(), "Waiting for the topic to be created.");
+        tracing::info!(
+            topic = options.topic.as_str(),
+            "Waiting for the topic to be created."
+        );
         std::thread::sleep(TOPIC_WAIT);
     };
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,

@@ -126,3 +126,15 @@ pub fn as_f64(v: &Value) -> Option<f64> {
         other => panic!("not a number: {other:?}"),
     }
 }
+
+/// A table's rows in `order`, without the wall-clock column `_modified_ts`.
+pub fn table_rows(db: &Path, table: &str, order: &str) -> Vec<Vec<Value>> {
+    let cols: Vec<String> = columns(db, table)
+        .into_iter()
+        .filter(|c| c != "_modified_ts")
+        .collect();
+    rows(
+        db,
+        &format!("SELECT {} FROM {table} ORDER BY {order}", cols.join(", ")),
+    )
+}

@@ -4,16 +4,7 @@ use crate::common::*;
 
 /// Every stored table, without the wall-clock column.
 fn snapshot(db: &std::path::Path) -> Vec<Vec<Vec<rusqlite::types::Value>>> {
-    let strip = |table: &str, order: &str| {
-        let cols: Vec<String> = columns(db, table)
-            .into_iter()
-            .filter(|c| c != "_modified_ts")
-            .collect();
-        rows(
-            db,
-            &format!("SELECT {} FROM {table} ORDER BY {order}", cols.join(", ")),
-        )
-    };
+    let strip = |table: &str, order: &str| table_rows(db, table, order);
     vec![
         strip("loan_features", "_row, _version"),
         strip("risk_score_ma50", "_row, _version"),

@@ -312,7 +312,11 @@ pub fn run(
                     }
                 }
             }
-            if options.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            if options
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+            {
                 if !stop_voted {
                     stop_voted = true;
                     state.vote_stop(input.as_ref().map_or(Epoch::MAX, |h| *h.time()), peers);
@@ -320,7 +324,8 @@ pub fn run(
                 if let Some(target) = state.stop_target() {
                     if !probe.less_than(&target) {
                         if let Some(source) = &mut my_source {
-                            if let Err(error) = source.durable(target).and_then(|()| source.close()) {
+                            if let Err(error) = source.durable(target).and_then(|()| source.close())
+                            {
                                 state.fail(error.into());
                             }
                         }
@@ -336,8 +341,8 @@ pub fn run(
                     // Bound memory: read on only while few epochs are open. (A source past its
                     // last epoch is at Epoch::MAX and only has its end to report.)
                     let open = *handle.time();
-                    let ahead = durable
-                        .is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
+                    let ahead =
+                        durable.is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
                     if !ahead || open == Epoch::MAX {
                         match source.poll() {
                             Ok(Poll::Ready(chunk)) => {
@@ -383,6 +388,12 @@ pub fn run(
         }
         if let Some(bar) = bar {
             bar.finish_and_clear();
+        }
+        // After a failure or an early stop the dataflow is unfinished by design; timely would
+        // step it until it completes, so take it down here (the store writer finishes what it
+        // was given as it is dropped).
+        for dataflow in worker.installed_dataflows() {
+            worker.drop_dataflow(dataflow);
         }
     })
     .map_err(RunError::Engine)?;

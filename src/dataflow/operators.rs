@@ -154,11 +154,14 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
 /// batches hold every n-th row of a partition and are merged first.
 fn apply_in_row_order(batches: &[LoanBatch], kernels: &mut [Kernel]) -> Vec<Vec<FeatureValues>> {
     let mut apply = |loan: &crate::record::LoanRow| -> FeatureValues {
-        kernels.iter_mut().map(|k| k.push(loan.risk_score)).collect()
+        kernels
+            .iter_mut()
+            .map(|k| k.push(loan.risk_score))
+            .collect()
     };
-    let disjoint = batches.windows(2).all(|pair| {
-        pair[0].rows.last().map(|r| r.row) < pair[1].rows.first().map(|r| r.row)
-    });
+    let disjoint = batches
+        .windows(2)
+        .all(|pair| pair[0].rows.last().map(|r| r.row) < pair[1].rows.first().map(|r| r.row));
     if disjoint {
         return batches
             .iter()
@@ -233,7 +236,7 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                                     ..FeatureBatch::default()
                                 };
                                 let mut kept = 0;
-                                for i in 0..rows.rows.len() {
+                                for (i, row_values) in all_values.iter().enumerate() {
                                     let loan = rows.rows[i];
                                     let Some(version) = plan.version_at(loan.application_date)
                                     else {
@@ -242,7 +245,7 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                                     };
                                     let values: FeatureValues = slots[version.id as usize]
                                         .iter()
-                                        .map(|&s| all_values[i][s])
+                                        .map(|&s| row_values[s])
                                         .collect();
                                     let columns = std::iter::once(loan.risk_score)
                                         .chain(values.iter().copied());

@@ -37,9 +37,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Header holding a row's source position.
@@ -86,20 +86,23 @@ pub enum KafkaError {
         action: String,
         brokers: String,
         #[source]
-        error: rdkafka::error::KafkaError,
+        error: Box<rdkafka::error::KafkaError>,
     },
     #[error("kafka: {0}")]
     Other(String),
 }
 
 impl KafkaError {
-    fn client(action: impl Into<String>, brokers: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
+    fn client(
+        action: impl Into<String>,
+        brokers: &str,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
         let action = action.into();
         let brokers = brokers.to_owned();
         move |error| KafkaError::Client {
             action,
             brokers,
-            error,
+            error: Box::new(error),
         }
     }
 }
@@ -160,8 +163,9 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<i32, 
         .map_err(KafkaError::client("creating an admin client", brokers))?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-    let results = futures_executor::block_on(admin.create_topics([&new_topic], &options))
-        .map_err(KafkaError::client(format!("creating topic {topic}"), brokers))?;
+    let results = futures_executor::block_on(admin.create_topics([&new_topic], &options)).map_err(
+        KafkaError::client(format!("creating topic {topic}"), brokers),
+    )?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -195,7 +199,10 @@ pub fn partition_count(brokers: &str, topic: &str) -> Result<Option<i32>, KafkaE
         .map_err(KafkaError::client("creating a metadata client", brokers))?;
     let metadata = consumer
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-        .map_err(KafkaError::client(format!("reading the metadata of {topic}"), brokers))?;
+        .map_err(KafkaError::client(
+            format!("reading the metadata of {topic}"),
+            brokers,
+        ))?;
     Ok(metadata
         .topics()
         .iter()
@@ -204,7 +211,11 @@ pub fn partition_count(brokers: &str, topic: &str) -> Result<Option<i32>, KafkaE
 }
 
 /// Messages held by each partition of `topic` (high watermark minus low).
-pub fn partition_sizes(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>, KafkaError> {
+pub fn partition_sizes(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, KafkaError> {
     let consumer: BaseConsumer = base_config(brokers)
         .create()
         .map_err(KafkaError::client("creating a metadata client", brokers))?;

@@ -10,8 +10,8 @@ use super::{base_config, ensure_topic, Deliveries, KafkaError};
 use crate::plan::FeaturePlan;
 use crate::record::TextField;
 use crate::sink::{EpochBatch, Sink, SinkError};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
@@ -63,9 +63,7 @@ impl OutflowSink {
 
 /// The Connect schema of a version's rows.
 fn connect_schema(table: &str, version: u32, features: &[String]) -> Value {
-    let field = |name: &str, kind: &str, optional: bool| {
-        json!({"field": name, "type": kind, "optional": optional})
-    };
+    let field = |name: &str, kind: &str, optional: bool| json!({"field": name, "type": kind, "optional": optional});
     let mut fields = vec![
         field("amount_requested", "double", true),
         field("application_date", "string", false),

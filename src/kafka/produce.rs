@@ -8,8 +8,8 @@
 //! the rows it closes.
 
 use super::{
-    base_config, Deliveries, ensure_topic, partition_sizes, KafkaError, Marker, MessageFormat, MARKER_HEADER,
-    OVERSIZED_HEADER, OVERSIZED_HEAD_BYTES, ROW_HEADER,
+    base_config, ensure_topic, partition_sizes, Deliveries, KafkaError, Marker, MessageFormat,
+    MARKER_HEADER, OVERSIZED_HEADER, OVERSIZED_HEAD_BYTES, ROW_HEADER,
 };
 use crate::parse::{split_fields, RecordParser};
 use crate::record::YearRange;
@@ -79,7 +79,10 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
         .set("queue.buffering.max.kbytes", "1048576")
         .set("message.timeout.ms", "120000")
         .create_with_context(Deliveries::default())
-        .map_err(KafkaError::client("creating the producer", &options.brokers))?;
+        .map_err(KafkaError::client(
+            "creating the producer",
+            &options.brokers,
+        ))?;
     let mut source = FileSource::open(&options.input, Chunking::with_epoch_rows(u64::MAX))?;
     let mut replay = Replay {
         producer: &producer,
@@ -139,9 +142,10 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
         }
     }
     replay.marker(true)?;
-    producer
-        .flush(FLUSH_TIMEOUT)
-        .map_err(KafkaError::client("flushing the producer", &options.brokers))?;
+    producer.flush(FLUSH_TIMEOUT).map_err(KafkaError::client(
+        "flushing the producer",
+        &options.brokers,
+    ))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -222,7 +226,7 @@ impl Replay<'_> {
         self.next_row = row + 1;
         if self.since_marker >= self.options.marker_rows {
             self.marker(false)?;
-        } else if self.sent % 1024 == 0 {
+        } else if self.sent.is_multiple_of(1024) {
             self.tick()?;
         }
         Ok(())
@@ -285,18 +289,20 @@ impl Replay<'_> {
         }
     }
 
-    /// Sleeps as needed to hold `--rate`, keeping markers on time meanwhile.
+    /// Sleeps as needed to hold `--rate`, in slices short enough to keep markers on time.
     fn pace(&mut self) -> Result<(), KafkaError> {
         let Some(rate) = self.options.rate else {
             return Ok(());
         };
         let due = Duration::from_secs_f64(self.sent as f64 / rate.max(1) as f64);
-        let now = self.started.elapsed();
-        if due > now {
+        loop {
+            let now = self.started.elapsed();
+            if due <= now {
+                return Ok(());
+            }
             self.tick()?;
-            std::thread::sleep(due - now);
+            std::thread::sleep((due - now).min(self.options.marker_interval / 2));
         }
-        Ok(())
     }
 }
 

@@ -127,7 +127,10 @@ impl KafkaSource {
     }
 
     fn error(&self, what: String) -> SourceError {
-        SourceError::Kafka(format!("{what} (topic {}, brokers {})", self.options.topic, self.options.brokers))
+        SourceError::Kafka(format!(
+            "{what} (topic {}, brokers {})",
+            self.options.topic, self.options.brokers
+        ))
     }
 
     /// Takes what librdkafka has (up to the budget) into `ready`.
@@ -151,7 +154,13 @@ impl KafkaSource {
                         self.options.topic, message.partition, message.offset
                     ))
                 })?;
-                tracing::debug!(partition = message.partition, offset = message.offset, epoch = marker.epoch, complete = marker.complete, "Marker.");
+                tracing::debug!(
+                    partition = message.partition,
+                    offset = message.offset,
+                    epoch = marker.epoch,
+                    complete = marker.complete,
+                    "Marker."
+                );
                 state.complete |= marker.complete;
                 if self.options.format == MessageFormat::Riskflow {
                     state.epoch = state.epoch.max(marker.epoch + 1);
@@ -170,16 +179,26 @@ impl KafkaSource {
                         )));
                     };
                     if row <= state.last_row {
-                        tracing::warn!(row, partition = message.partition, "Skipping a repeated row.");
+                        tracing::warn!(
+                            row,
+                            partition = message.partition,
+                            "Skipping a repeated row."
+                        );
                         continue;
                     }
                     state.last_row = row;
-                    let chunk = chunks.entry((state.epoch, message.partition)).or_insert_with(|| RawChunk {
-                        epoch: state.epoch,
-                        ..RawChunk::default()
-                    });
+                    let chunk = chunks
+                        .entry((state.epoch, message.partition))
+                        .or_insert_with(|| RawChunk {
+                            epoch: state.epoch,
+                            ..RawChunk::default()
+                        });
                     match message.oversized {
-                        Some(full_length) => chunk.push_rejected_at(row, message.payload, Rejection::Oversized { full_length }),
+                        Some(full_length) => chunk.push_rejected_at(
+                            row,
+                            message.payload,
+                            Rejection::Oversized { full_length },
+                        ),
                         None => chunk.push_at(row, message.payload),
                     }
                 }
@@ -213,7 +232,10 @@ impl KafkaSource {
                 Ok(record) => chunk.push_at(row, record),
                 Err((raw, why)) => chunk.push_rejected_at(row, raw, why.clone()),
             }
-            let state = self.partitions.get_mut(&message.partition).expect("an assigned partition");
+            let state = self
+                .partitions
+                .get_mut(&message.partition)
+                .expect("an assigned partition");
             match state.closes.back_mut() {
                 Some((e, offset)) if *e == epoch => *offset = (*offset).max(message.offset + 1),
                 _ => state.closes.push_back((epoch, message.offset + 1)),
@@ -236,7 +258,8 @@ impl KafkaSource {
                 last = state.closes.pop_front().map(|(_, o)| o);
             }
             if let Some(offset) = last {
-                let _ = offsets.add_partition_offset(&self.options.topic, p, Offset::Offset(offset));
+                let _ =
+                    offsets.add_partition_offset(&self.options.topic, p, Offset::Offset(offset));
             }
         }
         offsets
@@ -358,7 +381,9 @@ fn json_array_to_csv(payload: &[u8]) -> Result<Vec<u8>, (Vec<u8>, Rejection)> {
             serde_json::Value::Null => {}
             serde_json::Value::String(s) => push_csv_field(&mut record, s.as_bytes()),
             serde_json::Value::Number(n) => record.extend_from_slice(n.to_string().as_bytes()),
-            serde_json::Value::Bool(b) => record.extend_from_slice(if *b { b"true" } else { b"false" }),
+            serde_json::Value::Bool(b) => {
+                record.extend_from_slice(if *b { b"true" } else { b"false" })
+            }
             other => return Err(reject(format!("field {} is not a scalar: {other}", i + 1))),
         }
     }

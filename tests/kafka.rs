@@ -1,0 +1,418 @@
+//! Kafka: `riskflow produce` replays a file onto a real broker (tansu, started by
+//! `scripts/test.sh`) and `riskflow stream` consumes it; the store must equal the batch run of
+//! the same file, whatever the partition and worker counts, and stopping must never store an
+//! epoch computed from part of its rows.
+
+use crate::common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The broker `scripts/test.sh` started; a test that cannot reach one fails, never skips.
+fn brokers() -> String {
+    std::env::var("RISKFLOW_TEST_BROKERS").expect(
+        "RISKFLOW_TEST_BROKERS is not set: run the suite with scripts/test.sh, which starts a \
+         Kafka-compatible broker (scripts/kafka.sh) for it",
+    )
+}
+
+/// A topic name no other test (or earlier run against the same broker) uses.
+fn fresh_topic(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+fn produce(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> String {
+    let brokers = brokers();
+    let partitions = partitions.to_string();
+    let mut args = vec![
+        "produce",
+        "--input",
+        input.to_str().unwrap(),
+        "--brokers",
+        &brokers,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions,
+    ];
+    args.extend_from_slice(extra);
+    riskflow_ok(&args)
+}
+
+fn stream_args(topic: &str, db: &Path, workers: u32, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "stream",
+        "--brokers",
+        &brokers(),
+        "--topic",
+        topic,
+        "--store",
+        &sqlite_store(db),
+        "-w",
+        &workers.to_string(),
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn spawn_riskflow(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_riskflow"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the riskflow binary starts")
+}
+
+/// Waits for a child to exit; returns (success, stdout, stderr).
+fn finish(child: Child) -> (bool, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn interrupt(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Rows stored so far (0 while the table does not exist yet).
+fn stored(db: &Path) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM loan_features", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The batch run of `dataflows/features.toml` over `input`.
+fn batch_run(input: &Path, db: &Path) -> String {
+    riskflow_ok(&[
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(db),
+        "-q",
+    ])
+}
+
+/// The tables a stream and a batch run must agree on.
+fn feature_tables(db: &Path) -> Vec<Vec<Vec<rusqlite::types::Value>>> {
+    vec![
+        table_rows(db, "loan_features", "_row, _version"),
+        table_rows(db, "dead_letter", "source_table, _row"),
+        table_rows(
+            db,
+            "feature_stats",
+            "table_name, _version, application_date, column_name",
+        ),
+    ]
+}
+
+#[test]
+fn streamed_store_equals_the_batch_run_for_any_partitions_and_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 40_000, "2007-2013", &["--quirks"]);
+    let batch_db = dir.path().join("batch.db");
+    batch_run(&input, &batch_db);
+    let expected = feature_tables(&batch_db);
+    assert!(expected[0].len() > 35_000 && !expected[1].is_empty());
+
+    for (partitions, workers) in [(1, 1), (3, 2), (8, 4)] {
+        let topic = fresh_topic("equal");
+        let produced = produce(&input, &topic, partitions, &["--years", "2008-"]);
+        let db = dir.path().join(format!("p{partitions}w{workers}.db"));
+        let summary = riskflow_ok(
+            &stream_args(&topic, &db, workers, &["--until-complete"])
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let actual = feature_tables(&db);
+        for (table, (a, b)) in ["loan_features", "dead_letter", "feature_stats"]
+            .iter()
+            .zip(expected.iter().zip(&actual))
+        {
+            assert_eq!(a.len(), b.len(), "{table} rows, ({partitions}, {workers})");
+            if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+                panic!(
+                    "{table} differs at row {i} for ({partitions} partitions, {workers} workers):\n batch  {:?}\n stream {:?}",
+                    a[i], b[i]
+                );
+            }
+        }
+        // Everything sent is accounted for: stored + filtered + dead-lettered.
+        let sent: u64 = produced.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let (read, stored, filtered, dead) = summary_counts(summary.lines().next().unwrap());
+        assert_eq!(read, sent, "{summary}");
+        assert_eq!(read, stored + filtered + dead, "{summary}");
+        assert!(
+            dead > 0,
+            "the quirky input's malformed rows reach dead_letter"
+        );
+    }
+
+    // The version boundaries fall mid-stream, at their dates.
+    let db = dir.path().join("p8w4.db");
+    let bounds = rows(
+        &db,
+        "SELECT _version, min(application_date), max(application_date), count(ma100) \
+         FROM loan_features GROUP BY _version ORDER BY _version",
+    );
+    use rusqlite::types::Value::{Integer, Text};
+    assert_eq!(bounds.len(), 3, "{bounds:?}");
+    assert_eq!(bounds[0][0], Integer(0));
+    assert!(matches!(&bounds[0][2], Text(d) if d.as_str() < "2009-01-01"));
+    assert_eq!(bounds[0][3], Integer(0), "version 0 has no ma100");
+    assert!(matches!(&bounds[1][1], Text(d) if d.as_str() >= "2009-01-01"));
+    assert!(matches!(&bounds[1][2], Text(d) if d.as_str() < "2012-01-01"));
+    assert!(matches!(&bounds[2][1], Text(d) if d.as_str() >= "2012-01-01"));
+}
+
+#[test]
+fn idle_partitions_do_not_stall_the_stream_and_sigint_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three rows over eight partitions: five partitions never get a row, only markers.
+    let input = generate(dir.path(), "in.csv", 3, "2008-2008", &[]);
+    let topic = fresh_topic("idle");
+    let db = dir.path().join("idle.db");
+    let stream = spawn_riskflow(&stream_args(&topic, &db, 3, &[]));
+    // One row per second: the first row's epoch must close long before the replay ends.
+    let producer = {
+        let brokers = brokers();
+        let args: Vec<String> = [
+            "produce",
+            "--input",
+            input.to_str().unwrap(),
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--partitions",
+            "8",
+            "--rate",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        spawn_riskflow(&args)
+    };
+    let mut producer = producer;
+    wait_until(
+        "the first row to be stored",
+        Duration::from_secs(30),
+        || stored(&db) >= 1,
+    );
+    assert!(
+        producer.try_wait().unwrap().is_none(),
+        "the first row was stored only after the replay ended"
+    );
+    let (ok, out, err) = finish(producer);
+    assert!(ok, "produce failed: {out}\n{err}");
+    wait_until("all three rows", Duration::from_secs(30), || {
+        stored(&db) == 3
+    });
+    interrupt(&stream);
+    let (ok, out, err) = finish(stream);
+    assert!(ok, "stream did not exit cleanly on SIGINT: {out}\n{err}");
+    assert!(out.contains("stopped on a signal"), "{out}");
+}
+
+#[test]
+fn a_stream_stopped_mid_replay_stores_a_gapless_prefix_and_a_restart_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 30_000, "2008-2012", &["--quirks"]);
+    let batch_db = dir.path().join("batch.db");
+    batch_run(&input, &batch_db);
+    let expected = table_rows(&batch_db, "loan_features", "_row, _version");
+
+    let topic = fresh_topic("stop");
+    let db = dir.path().join("stop.db");
+    let stream = spawn_riskflow(&stream_args(&topic, &db, 2, &[]));
+    let producer = spawn_riskflow(
+        &[
+            "produce",
+            "--input",
+            input.to_str().unwrap(),
+            "--brokers",
+            &brokers(),
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--rate",
+            "10000",
+        ]
+        .map(String::from),
+    );
+    wait_until("some rows", Duration::from_secs(30), || stored(&db) > 2_000);
+    interrupt(&stream);
+    let (ok, out, err) = finish(stream);
+    assert!(ok, "stream did not exit cleanly on SIGINT: {out}\n{err}");
+    let partial = table_rows(&db, "loan_features", "_row, _version");
+    assert!(
+        !partial.is_empty() && partial.len() < expected.len(),
+        "stopped mid-replay: {} of {} rows",
+        partial.len(),
+        expected.len()
+    );
+    // Whole epochs only: the stored rows are exactly the batch's first rows, values included.
+    assert_eq!(partial[..], expected[..partial.len()]);
+
+    let (ok, out, err) = finish(producer);
+    assert!(ok, "produce failed: {out}\n{err}");
+    let args = stream_args(&topic, &db, 2, &["--until-complete"]);
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        table_rows(&db, "loan_features", "_row, _version"),
+        expected,
+        "the restarted stream completes the store exactly once"
+    );
+}
+
+#[test]
+fn messages_in_the_original_json_format_are_consumed_and_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 8_000, "2008-2010", &["--quirks"]);
+    let batch_db = dir.path().join("batch.db");
+    batch_run(&input, &batch_db);
+    let topic = fresh_topic("json");
+    produce(&input, &topic, 3, &["--format", "json-array"]);
+    // The messages are JSON arrays of the nine fields, with no row number.
+    let first = consume(&topic, 1).remove(0);
+    let fields: Vec<serde_json::Value> = serde_json::from_slice(&first).expect("a JSON array");
+    assert_eq!(fields.len(), 9);
+
+    let db = dir.path().join("json.db");
+    let args = stream_args(
+        &topic,
+        &db,
+        2,
+        &["--until-complete", "--format", "json-array"],
+    );
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // Arrival order is not file order, so compare what was stored, not the windows.
+    let content = |db: &Path| {
+        rows(
+            db,
+            "SELECT amount_requested, application_date, loan_title, risk_score, state \
+             FROM loan_features ORDER BY 1, 2, 3, 4, 5",
+        )
+    };
+    assert_eq!(content(&db), content(&batch_db));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM dead_letter"),
+        count(&batch_db, "SELECT count(*) FROM dead_letter")
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT max(_row) FROM (SELECT _row FROM loan_features UNION ALL SELECT _row FROM dead_letter)"
+        ),
+        count(&db, "SELECT (SELECT count(*) FROM loan_features) + (SELECT count(*) FROM dead_letter)"),
+        "rows are numbered without gaps in arrival order"
+    );
+}
+
+#[test]
+fn the_outflow_topic_carries_every_stored_row_as_kafka_connect_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 5_000, "2008-2012", &[]);
+    let topic = fresh_topic("in");
+    let outflow = fresh_topic("out");
+    produce(&input, &topic, 2, &[]);
+    let db = dir.path().join("out.db");
+    let args = stream_args(
+        &topic,
+        &db,
+        2,
+        &["--until-complete", "--outflow-topic", &outflow],
+    );
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stored = count(&db, "SELECT count(*) FROM loan_features") as usize;
+    let messages = consume(&outflow, stored);
+    assert_eq!(messages.len(), stored);
+    let mut versions_seen = std::collections::BTreeSet::new();
+    for message in &messages {
+        let value: serde_json::Value = serde_json::from_slice(message).unwrap();
+        let payload = &value["payload"];
+        let version = payload["_version"].as_u64().unwrap();
+        versions_seen.insert(version);
+        let fields: Vec<&str> = value["schema"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(fields.contains(&"ma100"), version >= 1, "{fields:?}");
+        let row = payload["_row"].as_i64().unwrap();
+        let ma50 = count(
+            &db,
+            &format!("SELECT count(*) FROM loan_features WHERE _row = {row} AND _version = {version} AND ma50 IS {}", payload["ma50"]),
+        );
+        assert_eq!(ma50, 1, "outflow row {row} matches the store: {payload}");
+    }
+    assert_eq!(versions_seen.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
+}
+
+/// Reads `at_least` messages from every partition of `topic` (failing after 30 s).
+fn consume(topic: &str, at_least: usize) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "riskflow-tests")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < at_least && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            if message.headers().is_none() {
+                out.push(message.payload().unwrap_or_default().to_vec());
+            }
+        }
+    }
+    out
+}
