@@ -217,6 +217,7 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
             group,
             format: args.kafka.format,
             until_complete: args.until_complete,
+            delays: Arc::default(),
         },
         store: args.store,
         outflow_topic: args.outflow_topic,
@@ -234,6 +235,14 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
         println!("{}", summary.lines().next().unwrap_or_default());
     } else {
         println!("{summary}");
+    }
+    let delays = &target.stream.delays;
+    if let (Some(p50), Some(p99)) = (delays.quantile(0.5), delays.quantile(0.99)) {
+        println!(
+            "delay from produce to durable store over {} rows: median {p50} ms, p99 {p99} ms, max {} ms",
+            delays.count(),
+            delays.quantile(1.0).unwrap_or(p99)
+        );
     }
     if report.stopped_early {
         println!("stopped on a signal: every epoch the stream had closed is stored and its offsets committed");

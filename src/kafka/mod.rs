@@ -28,7 +28,7 @@ mod source;
 
 pub use outflow::OutflowSink;
 pub use produce::{produce, ProduceOptions, ProduceReport};
-pub use source::{KafkaSource, StreamOptions};
+pub use source::{DelayHistogram, KafkaSource, StreamOptions};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

@@ -17,6 +17,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where and how to read the inflow topic.
@@ -29,6 +31,56 @@ pub struct StreamOptions {
     pub format: MessageFormat,
     /// Finish once every partition has seen the producer's final marker.
     pub until_complete: bool,
+    /// Where the delay from produce to durable store is recorded, per row.
+    pub delays: Arc<DelayHistogram>,
+}
+
+/// Delays from a message's timestamp (when it was produced) to the moment its epoch is durable
+/// in the store, in whole milliseconds; shared by the workers of a stream. Only rows produced
+/// after the stream was reading count: older ones measure the backlog, not the stream.
+#[derive(Debug)]
+pub struct DelayHistogram {
+    /// `buckets[ms]`: rows with that delay; the last bucket holds everything longer.
+    buckets: Vec<AtomicU64>,
+}
+
+impl Default for DelayHistogram {
+    fn default() -> Self {
+        DelayHistogram {
+            buckets: (0..=DelayHistogram::MAX_MS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl DelayHistogram {
+    /// Delays of a minute or more share the last bucket.
+    const MAX_MS: usize = 60_000;
+
+    pub fn record(&self, delay_ms: i64) {
+        let bucket = (delay_ms.max(0) as usize).min(Self::MAX_MS);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The delay (ms) at or under which a share `q` (0–1) of the rows were stored.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (ms, bucket) in self.buckets.iter().enumerate() {
+            seen += bucket.load(Ordering::Relaxed);
+            if seen >= rank {
+                return Some(ms as u64);
+            }
+        }
+        None
+    }
 }
 
 /// Messages taken from librdkafka per poll: enough to amortise, few enough to keep the worker
@@ -51,6 +103,9 @@ struct PartitionState {
     closes: VecDeque<(u64, i64)>,
 }
 
+/// The produce timestamps (ms) of the rows of epochs not yet durable.
+type PendingTimestamps = BTreeMap<u64, Vec<i64>>;
+
 /// A message of the original producer's format, waiting to be numbered.
 struct ArrivedRow {
     timestamp: i64,
@@ -70,6 +125,9 @@ pub struct KafkaSource {
     /// `json-array` only: the next source position and the epoch of the next batch.
     next_row: u64,
     batch_epoch: u64,
+    timestamps: PendingTimestamps,
+    /// When this source started reading (ms since the Unix epoch).
+    started_ms: i64,
 }
 
 impl KafkaSource {
@@ -123,6 +181,8 @@ impl KafkaSource {
             rows_read: 0,
             next_row: 1,
             batch_epoch: 0,
+            timestamps: BTreeMap::new(),
+            started_ms: crate::time::now_nanos() / 1_000_000,
         }))
     }
 
@@ -187,6 +247,7 @@ impl KafkaSource {
                         continue;
                     }
                     state.last_row = row;
+                    self.timestamps.entry(state.epoch).or_default().push(message.timestamp);
                     let chunk = chunks
                         .entry((state.epoch, message.partition))
                         .or_insert_with(|| RawChunk {
@@ -225,7 +286,9 @@ impl KafkaSource {
             epoch,
             ..RawChunk::default()
         };
+        let timestamps = self.timestamps.entry(epoch).or_default();
         for message in arrived {
+            timestamps.push(message.timestamp);
             let row = self.next_row;
             self.next_row += 1;
             match &message.record {
@@ -294,6 +357,17 @@ impl Source for KafkaSource {
     }
 
     fn durable(&mut self, frontier: u64) -> Result<(), SourceError> {
+        let now_ms = crate::time::now_nanos() / 1_000_000;
+        while let Some(entry) = self.timestamps.first_entry() {
+            if *entry.key() >= frontier {
+                break;
+            }
+            for produced in entry.remove() {
+                if produced >= self.started_ms {
+                    self.options.delays.record(now_ms - produced);
+                }
+            }
+        }
         let offsets = self.durable_offsets(frontier);
         if offsets.count() > 0 {
             self.consumer
@@ -395,6 +469,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn delay_quantiles_are_nearest_rank() {
+        let delays = DelayHistogram::default();
+        assert_eq!(delays.quantile(0.5), None);
+        for ms in 1..=100 {
+            delays.record(ms);
+        }
+        delays.record(-5); // clocks a little apart: counted as 0
+        delays.record(10_000_000); // counted in the last bucket
+        assert_eq!(delays.count(), 102);
+        assert_eq!(delays.quantile(0.5), Some(50));
+        assert_eq!(delays.quantile(0.99), Some(100));
+        assert_eq!(delays.quantile(0.0), Some(0));
+        assert_eq!(delays.quantile(1.0), Some(60_000));
+    }
+
+    #[test]
     fn json_arrays_become_csv_records() {
         let record = json_array_to_csv(
             br#"[1000.0,"2007-05-26","Wedding, \"Covered\"",693.0,"10%","481xx","NM","4 years",null]"#,
@@ -405,6 +495,10 @@ mod tests {
             r#"1000.0,2007-05-26,"Wedding, ""Covered""",693.0,10%,481xx,NM,4 years,"#
         );
         let (raw, why) = json_array_to_csv(b"{not json").unwrap_err();
+        assert!(matches!(
+            json_array_to_csv(br#"[1, [2]]"#),
+            Err((_, Rejection::BadMessage { .. }))
+        ));
         assert_eq!(raw, b"{not json");
         assert!(matches!(why, Rejection::BadMessage { .. }));
     }
