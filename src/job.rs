@@ -202,7 +202,7 @@ pub struct StreamTarget {
 }
 
 /// How often a stream looks for its topic before the producer has created it.
-const TOPIC_WAIT: Duration = Duration::from_millis(500);
+const TOPIC_WAIT: Duration = Duration::from_millis(200);
 
 /// Runs one dataflow over the inflow topic: each worker reads its partitions; the run ends on
 /// the producer's final marker (`until_complete`) or when `engine.stop` is raised.

@@ -37,7 +37,8 @@ pub struct StreamOptions {
 
 /// Delays from a message's timestamp (when it was produced) to the moment its epoch is durable
 /// in the store, in whole milliseconds; shared by the workers of a stream. Only rows produced
-/// after the stream was reading count: older ones measure the backlog, not the stream.
+/// after the stream received its first message count: older ones measure the backlog it found
+/// when it connected, not the stream.
 #[derive(Debug)]
 pub struct DelayHistogram {
     /// `buckets[ms]`: rows with that delay; the last bucket holds everything longer.
@@ -47,7 +48,9 @@ pub struct DelayHistogram {
 impl Default for DelayHistogram {
     fn default() -> Self {
         DelayHistogram {
-            buckets: (0..=DelayHistogram::MAX_MS).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..=DelayHistogram::MAX_MS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -126,8 +129,9 @@ pub struct KafkaSource {
     next_row: u64,
     batch_epoch: u64,
     timestamps: PendingTimestamps,
-    /// When this source started reading (ms since the Unix epoch).
-    started_ms: i64,
+    /// When the first message arrived (ms since the Unix epoch): rows produced before then were
+    /// a backlog when the stream connected, and their delay is not the stream's.
+    live_since_ms: Option<i64>,
 }
 
 impl KafkaSource {
@@ -155,6 +159,10 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "20")
+            // librdkafka pauses a partition's fetching for this long once its local queue is
+            // full (default 1 s): with a reader that drains the queue at once, that pause was
+            // most of a pre-filled topic's streaming time.
+            .set("fetch.queue.backoff.ms", "5")
             .set("max.partition.fetch.bytes", "4194304")
             .create()
             .map_err(KafkaError::client("creating a consumer", &options.brokers))?;
@@ -182,7 +190,7 @@ impl KafkaSource {
             next_row: 1,
             batch_epoch: 0,
             timestamps: BTreeMap::new(),
-            started_ms: crate::time::now_nanos() / 1_000_000,
+            live_since_ms: None,
         }))
     }
 
@@ -204,6 +212,8 @@ impl KafkaSource {
                 Some(Err(error)) => return Err(self.error(format!("reading: {error}"))),
             };
             let message = Fields::of(&message);
+            self.live_since_ms
+                .get_or_insert_with(|| crate::time::now_nanos() / 1_000_000);
             let Some(state) = self.partitions.get_mut(&message.partition) else {
                 continue;
             };
@@ -247,7 +257,10 @@ impl KafkaSource {
                         continue;
                     }
                     state.last_row = row;
-                    self.timestamps.entry(state.epoch).or_default().push(message.timestamp);
+                    self.timestamps
+                        .entry(state.epoch)
+                        .or_default()
+                        .push(message.timestamp);
                     let chunk = chunks
                         .entry((state.epoch, message.partition))
                         .or_insert_with(|| RawChunk {
@@ -363,7 +376,7 @@ impl Source for KafkaSource {
                 break;
             }
             for produced in entry.remove() {
-                if produced >= self.started_ms {
+                if self.live_since_ms.is_some_and(|live| produced >= live) {
                     self.options.delays.record(now_ms - produced);
                 }
             }

@@ -90,8 +90,43 @@ pub struct EpochBatch {
 
 impl EpochBatch {
     /// All rows of the epoch with their version and values, in `_row` order.
-    pub fn rows(&self) -> impl Iterator<Item = (RowRef<'_>, u32, &[Option<f64>])> + '_ {
-        self.rows.iter().flat_map(FeatureBatch::iter)
+    ///
+    /// Batches from a file are runs that follow each other; batches from Kafka partitions
+    /// interleave and are merged here, so that stores insert in key order (a B-tree appended
+    /// to at its end, rather than split in the middle).
+    pub fn rows(&self) -> Box<dyn Iterator<Item = (RowRef<'_>, u32, &[Option<f64>])> + '_> {
+        let runs_in_order = self.rows.windows(2).all(|pair| {
+            pair[0].batch.rows.last().map(|r| r.row) < pair[1].batch.rows.first().map(|r| r.row)
+        });
+        if runs_in_order {
+            return Box::new(self.rows.iter().flat_map(FeatureBatch::iter));
+        }
+        let mut order: Vec<(u64, u32, u32)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .flat_map(|(b, batch)| {
+                batch
+                    .batch
+                    .rows
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, loan)| (loan.row, b as u32, i as u32))
+            })
+            .collect();
+        order.sort_unstable();
+        Box::new(order.into_iter().map(move |(_, b, i)| {
+            let batch = &self.rows[b as usize];
+            let i = i as usize;
+            (
+                RowRef {
+                    loan: &batch.batch.rows[i],
+                    buffer: &batch.batch.text,
+                },
+                batch.versions[i],
+                &batch.values[i][..],
+            )
+        }))
     }
 
     pub fn row_count(&self) -> usize {
