@@ -78,6 +78,9 @@ pub struct StatTotal {
     pub mean: Option<f64>,
 }
 
+/// A row with its version and that version's feature values.
+pub type StoredRow<'a> = (RowRef<'a>, u32, &'a [Option<f64>]);
+
 /// Everything one epoch produced, in row order.
 #[derive(Debug, Default)]
 pub struct EpochBatch {
@@ -94,7 +97,7 @@ impl EpochBatch {
     /// Batches from a file are runs that follow each other; batches from Kafka partitions
     /// interleave and are merged here, so that stores insert in key order (a B-tree appended
     /// to at its end, rather than split in the middle).
-    pub fn rows(&self) -> Box<dyn Iterator<Item = (RowRef<'_>, u32, &[Option<f64>])> + '_> {
+    pub fn rows(&self) -> Box<dyn Iterator<Item = StoredRow<'_>> + '_> {
         let runs_in_order = self.rows.windows(2).all(|pair| {
             pair[0].batch.rows.last().map(|r| r.row) < pair[1].batch.rows.first().map(|r| r.row)
         });
