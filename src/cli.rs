@@ -1,7 +1,7 @@
 //! Command-line interface: one subcommand per job; every flag can also come from a
 //! `RISKFLOW_*` environment variable.
 
-use crate::dataflow::EngineOptions;
+use crate::dataflow::{EngineOptions, RunReport};
 use crate::gen::{generate, GenOptions};
 use crate::job::{
     run_dataflow, stream_dataflow, summarize, LoadedDataflow, RunTarget, StreamTarget,
@@ -230,12 +230,7 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
     };
     let report = stream_dataflow(&dataflow, &target)
         .with_context(|| format!("dataflow {}", path.display()))?;
-    let summary = summarize(&dataflow, &report);
-    if args.quiet {
-        println!("{}", summary.lines().next().unwrap_or_default());
-    } else {
-        println!("{summary}");
-    }
+    print_summary(&dataflow, &report, args.quiet);
     let delays = &target.stream.delays;
     if let (Some(p50), Some(p99)) = (delays.quantile(0.5), delays.quantile(0.99)) {
         println!(
@@ -282,12 +277,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
         let dataflow = LoadedDataflow::load(path)?;
         let report = run_dataflow(&dataflow, &target)
             .with_context(|| format!("dataflow {}", path.display()))?;
-        let summary = summarize(&dataflow, &report);
-        if args.quiet {
-            println!("{}", summary.lines().next().unwrap_or_default());
-        } else {
-            println!("{summary}");
-        }
+        print_summary(&dataflow, &report, args.quiet);
     }
     if let StoreUrl::Sqlite(path) = &target.store {
         println!(
@@ -297,6 +287,16 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints a run's summary: in full, or only its first line with `quiet`.
+fn print_summary(dataflow: &LoadedDataflow, report: &RunReport, quiet: bool) {
+    let summary = summarize(dataflow, report);
+    if quiet {
+        println!("{}", summary.lines().next().unwrap_or_default());
+    } else {
+        println!("{summary}");
+    }
 }
 
 /// Generates the default sample once; later runs reuse it.

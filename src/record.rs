@@ -211,6 +211,34 @@ impl LoanRow {
     }
 }
 
+/// The `_row` order of the rows of several batches, each in increasing `_row` order, as
+/// `(batch, index)` pairs; `None` when the batches are runs that already follow each other (a
+/// file's chunks), so the caller can walk them as they are. Kafka batches, each holding every
+/// n-th row of a partition, interleave and are merged.
+pub fn merged_row_order<'a>(
+    batches: impl ExactSizeIterator<Item = &'a [LoanRow]> + Clone,
+) -> Option<Vec<(u32, u32)>> {
+    let mut previous_last = None;
+    let runs_in_order = batches.clone().all(|rows| {
+        let in_order = previous_last < rows.first().map(|r| r.row);
+        previous_last = rows.last().map(|r| r.row).or(previous_last);
+        in_order
+    });
+    if runs_in_order {
+        return None;
+    }
+    let mut order: Vec<(u64, u32, u32)> = batches
+        .enumerate()
+        .flat_map(|(b, rows)| {
+            rows.iter()
+                .enumerate()
+                .map(move |(i, loan)| (loan.row, b as u32, i as u32))
+        })
+        .collect();
+    order.sort_unstable();
+    Some(order.into_iter().map(|(_, b, i)| (b, i)).collect())
+}
+
 /// Consecutive rows whose text columns share one buffer: the unit the dataflow moves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoanBatch {
@@ -334,6 +362,29 @@ impl fmt::Display for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_merged_only_when_they_interleave() {
+        let rows = |numbers: &[u64]| -> Vec<LoanRow> {
+            numbers
+                .iter()
+                .map(|&row| LoanRow {
+                    row,
+                    amount_requested: None,
+                    application_date: Date::parse("2008-01-01").unwrap(),
+                    risk_score: None,
+                    spans: [0; 7],
+                })
+                .collect()
+        };
+        let runs = [rows(&[1, 2, 3]), rows(&[4, 5])];
+        assert_eq!(merged_row_order(runs.iter().map(|r| &r[..])), None);
+        let partitions = [rows(&[1, 3, 5]), rows(&[2, 4])];
+        assert_eq!(
+            merged_row_order(partitions.iter().map(|r| &r[..])),
+            Some(vec![(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)])
+        );
+    }
 
     #[test]
     fn dates_are_checked_against_the_calendar() {

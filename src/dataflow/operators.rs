@@ -6,7 +6,7 @@ use super::{RunState, WindowedBatch};
 use crate::features::{FeatureDef, FeatureValues, Kernel};
 use crate::parse::RecordParser;
 use crate::plan::FeaturePlan;
-use crate::record::{DeadLetter, LoanBatch, YearRange};
+use crate::record::{merged_row_order, DeadLetter, LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureBatch, Sink, StatTotal};
 use crate::source::RawChunk;
 use differential_dataflow::AsCollection;
@@ -159,32 +159,17 @@ fn apply_in_row_order(batches: &[LoanBatch], kernels: &mut [Kernel]) -> Vec<Vec<
             .map(|k| k.push(loan.risk_score))
             .collect()
     };
-    let disjoint = batches
-        .windows(2)
-        .all(|pair| pair[0].rows.last().map(|r| r.row) < pair[1].rows.first().map(|r| r.row));
-    if disjoint {
+    let Some(order) = merged_row_order(batches.iter().map(|batch| &batch.rows[..])) else {
         return batches
             .iter()
             .map(|batch| batch.rows.iter().map(&mut apply).collect())
             .collect();
-    }
-    let mut order: Vec<(u64, u32, u32)> = batches
-        .iter()
-        .enumerate()
-        .flat_map(|(b, batch)| {
-            batch
-                .rows
-                .iter()
-                .enumerate()
-                .map(move |(i, loan)| (loan.row, b as u32, i as u32))
-        })
-        .collect();
-    order.sort_unstable();
+    };
     let mut values: Vec<Vec<FeatureValues>> = batches
         .iter()
         .map(|batch| vec![FeatureValues::new(); batch.len()])
         .collect();
-    for (_, b, i) in order {
+    for (b, i) in order {
         values[b as usize][i as usize] = apply(&batches[b as usize].rows[i as usize]);
     }
     values

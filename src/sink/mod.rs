@@ -12,7 +12,7 @@ pub use self::sqlite::SqliteSink;
 
 use crate::features::{FeatureDef, FeatureValues};
 use crate::plan::FeaturePlan;
-use crate::record::{Date, DeadLetter, LoanBatch, LoanRow, RowRef};
+use crate::record::{merged_row_order, Date, DeadLetter, LoanBatch, LoanRow, RowRef};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -98,27 +98,10 @@ impl EpochBatch {
     /// interleave and are merged here, so that stores insert in key order (a B-tree appended
     /// to at its end, rather than split in the middle).
     pub fn rows(&self) -> Box<dyn Iterator<Item = StoredRow<'_>> + '_> {
-        let runs_in_order = self.rows.windows(2).all(|pair| {
-            pair[0].batch.rows.last().map(|r| r.row) < pair[1].batch.rows.first().map(|r| r.row)
-        });
-        if runs_in_order {
+        let Some(order) = merged_row_order(self.rows.iter().map(|b| &b.batch.rows[..])) else {
             return Box::new(self.rows.iter().flat_map(FeatureBatch::iter));
-        }
-        let mut order: Vec<(u64, u32, u32)> = self
-            .rows
-            .iter()
-            .enumerate()
-            .flat_map(|(b, batch)| {
-                batch
-                    .batch
-                    .rows
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, loan)| (loan.row, b as u32, i as u32))
-            })
-            .collect();
-        order.sort_unstable();
-        Box::new(order.into_iter().map(move |(_, b, i)| {
+        };
+        Box::new(order.into_iter().map(move |(b, i)| {
             let batch = &self.rows[b as usize];
             let i = i as usize;
             (
