@@ -28,22 +28,28 @@ fn fresh_topic(name: &str) -> String {
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
-fn produce(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> String {
-    let brokers = brokers();
-    let partitions = partitions.to_string();
-    let mut args = vec![
+fn produce_args(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
         "produce",
         "--input",
         input.to_str().unwrap(),
         "--brokers",
-        &brokers,
+        &brokers(),
         "--topic",
         topic,
         "--partitions",
-        &partitions,
-    ];
-    args.extend_from_slice(extra);
-    riskflow_ok(&args)
+        &partitions.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn produce(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> String {
+    let args = produce_args(input, topic, partitions, extra);
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn stream_args(topic: &str, db: &Path, workers: u32, extra: &[&str]) -> Vec<String> {
@@ -207,27 +213,7 @@ fn idle_partitions_do_not_stall_the_stream_and_sigint_drains() {
     let db = dir.path().join("idle.db");
     let stream = spawn_riskflow(&stream_args(&topic, &db, 3, &[]));
     // One row per second: the first row's epoch must close long before the replay ends.
-    let producer = {
-        let brokers = brokers();
-        let args: Vec<String> = [
-            "produce",
-            "--input",
-            input.to_str().unwrap(),
-            "--brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--partitions",
-            "8",
-            "--rate",
-            "1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        spawn_riskflow(&args)
-    };
-    let mut producer = producer;
+    let mut producer = spawn_riskflow(&produce_args(&input, &topic, 8, &["--rate", "1"]));
     wait_until(
         "the first row to be stored",
         Duration::from_secs(30),
@@ -259,22 +245,7 @@ fn a_stream_stopped_mid_replay_stores_a_gapless_prefix_and_a_restart_completes_i
     let topic = fresh_topic("stop");
     let db = dir.path().join("stop.db");
     let stream = spawn_riskflow(&stream_args(&topic, &db, 2, &[]));
-    let producer = spawn_riskflow(
-        &[
-            "produce",
-            "--input",
-            input.to_str().unwrap(),
-            "--brokers",
-            &brokers(),
-            "--topic",
-            &topic,
-            "--partitions",
-            "3",
-            "--rate",
-            "10000",
-        ]
-        .map(String::from),
-    );
+    let producer = spawn_riskflow(&produce_args(&input, &topic, 3, &["--rate", "10000"]));
     wait_until("some rows", Duration::from_secs(30), || stored(&db) > 2_000);
     interrupt(&stream);
     let (ok, out, err) = finish(stream);
