@@ -181,10 +181,25 @@ pub struct RunState {
     failed: AtomicBool,
     error: Mutex<Option<RunError>>,
     report: Mutex<RunReport>,
-    /// Early stop: how many workers have stopped reading, and the least epoch they hold.
-    stop: Mutex<(usize, Epoch)>,
-    /// Set once every worker has stopped reading: epochs from here on are never written.
-    stop_target: Mutex<Option<Epoch>>,
+    stop: Mutex<StopVotes>,
+}
+
+/// An early stop in progress: how many workers have stopped reading, the least epoch they hold,
+/// and, once all have, the first epoch that will not be written.
+struct StopVotes {
+    workers: usize,
+    least_held: Epoch,
+    target: Option<Epoch>,
+}
+
+impl Default for StopVotes {
+    fn default() -> Self {
+        StopVotes {
+            workers: 0,
+            least_held: Epoch::MAX,
+            target: None,
+        }
+    }
 }
 
 impl RunState {
@@ -223,19 +238,16 @@ impl RunState {
     /// A worker stopped reading, holding its input at `held`.
     fn vote_stop(&self, held: Epoch, peers: usize) {
         let mut stop = self.stop.lock().expect("stop lock");
-        if stop.0 == 0 {
-            stop.1 = Epoch::MAX;
-        }
-        stop.0 += 1;
-        stop.1 = stop.1.min(held);
-        if stop.0 == peers {
-            *self.stop_target.lock().expect("stop lock") = Some(stop.1);
+        stop.workers += 1;
+        stop.least_held = stop.least_held.min(held);
+        if stop.workers == peers {
+            stop.target = Some(stop.least_held);
         }
     }
 
     /// During an early stop, the first epoch that will not be written.
     pub fn stop_target(&self) -> Option<Epoch> {
-        *self.stop_target.lock().expect("stop lock")
+        self.stop.lock().expect("stop lock").target
     }
 
     pub fn failed(&self) -> bool {

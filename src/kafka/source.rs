@@ -86,6 +86,16 @@ impl DelayHistogram {
     }
 }
 
+impl StreamOptions {
+    /// A source error that says which topic and brokers it concerns.
+    fn error(&self, what: String) -> SourceError {
+        SourceError::Kafka(format!(
+            "{what} (topic {}, brokers {})",
+            self.topic, self.brokers
+        ))
+    }
+}
+
 /// Messages taken from librdkafka per poll: enough to amortise, few enough to keep the worker
 /// responsive.
 const POLL_BUDGET: usize = 4096;
@@ -194,13 +204,6 @@ impl KafkaSource {
         }))
     }
 
-    fn error(&self, what: String) -> SourceError {
-        SourceError::Kafka(format!(
-            "{what} (topic {}, brokers {})",
-            self.options.topic, self.options.brokers
-        ))
-    }
-
     /// Takes what librdkafka has (up to the budget) into `ready`.
     fn fetch(&mut self) -> Result<(), SourceError> {
         let mut chunks: BTreeMap<(u64, i32), RawChunk> = BTreeMap::new();
@@ -209,7 +212,7 @@ impl KafkaSource {
             let message = match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(message)) => message,
-                Some(Err(error)) => return Err(self.error(format!("reading: {error}"))),
+                Some(Err(error)) => return Err(self.options.error(format!("reading: {error}"))),
             };
             let message = Fields::of(&message);
             self.live_since_ms
@@ -219,9 +222,9 @@ impl KafkaSource {
             };
             if message.marker {
                 let marker: Marker = serde_json::from_slice(message.payload).map_err(|e| {
-                    SourceError::Kafka(format!(
-                        "the marker at {}/{} offset {} is not valid: {e}",
-                        self.options.topic, message.partition, message.offset
+                    self.options.error(format!(
+                        "the marker at partition {} offset {} is not valid: {e}",
+                        message.partition, message.offset
                     ))
                 })?;
                 tracing::debug!(
@@ -242,10 +245,10 @@ impl KafkaSource {
             match self.options.format {
                 MessageFormat::Riskflow => {
                     let Some(row) = message.row else {
-                        return Err(SourceError::Kafka(format!(
-                            "the message at {}/{} offset {} has no `{ROW_HEADER}` header: \
+                        return Err(self.options.error(format!(
+                            "the message at partition {} offset {} has no `{ROW_HEADER}` header: \
                              if the topic holds the original producer's JSON arrays, stream it with --format json-array",
-                            self.options.topic, message.partition, message.offset
+                            message.partition, message.offset
                         )));
                     };
                     if row <= state.last_row {
@@ -385,7 +388,7 @@ impl Source for KafkaSource {
         if offsets.count() > 0 {
             self.consumer
                 .commit(&offsets, CommitMode::Async)
-                .map_err(|e| self.error(format!("committing offsets: {e}")))?;
+                .map_err(|e| self.options.error(format!("committing offsets: {e}")))?;
         }
         Ok(())
     }
@@ -400,7 +403,7 @@ impl Source for KafkaSource {
                 ) => Ok(()),
                 e => Err(e),
             })
-            .map_err(|e| self.error(format!("committing offsets: {e}")))
+            .map_err(|e| self.options.error(format!("committing offsets: {e}")))
     }
 
     fn idle_wait(&self) -> Duration {
