@@ -2,6 +2,7 @@
 //! register its feature set in the catalog, open the source and the store, run, and report.
 
 use crate::catalog::{Catalog, CatalogError, MemoryCatalog, SqliteCatalog};
+use crate::checkpoint::PartPosition;
 use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
 use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
 use crate::plan::{FeatureSetFile, PlanError};
@@ -154,10 +155,12 @@ pub struct RunTarget {
 }
 
 /// Registers a dataflow's versions in the store's catalog and opens the store (not yet
-/// prepared, so that it can be wrapped first).
+/// prepared, so that it can be wrapped first). `source` is the input's identity, under which
+/// the store keeps the run's checkpoint.
 fn open_store(
     dataflow: &LoadedDataflow,
     store: &StoreUrl,
+    source: String,
 ) -> Result<(Job, Box<dyn Sink>), JobError> {
     let table = &dataflow.feature_set.table;
     let plan = match store {
@@ -172,15 +175,49 @@ fn open_store(
     let job = Job {
         years: dataflow.years,
         plan,
+        source,
+        resume: None,
     };
     Ok((job, sink))
 }
 
+/// Prepares the store for the job's plan and reads where the job resumes: the store's last
+/// checkpoint for this source, unless it lacks the window of a definition registered since (then
+/// the job starts over from the first row, which recomputes that feature exactly; rows already
+/// stored are kept as they are).
+fn prepare(job: &mut Job, sink: &mut dyn Sink) -> Result<(), JobError> {
+    sink.prepare(&job.plan)?;
+    job.resume = sink.resume(&job.source, &job.plan)?;
+    if let Some(resume) = &job.resume {
+        if let Err(missing) = resume.checkpoint.kernels(&job.plan.definitions()) {
+            tracing::warn!(table = job.plan.table.as_str(), definition = %missing,
+                "The store's checkpoint has no window for this definition: starting from the first row.");
+            job.resume = None;
+        } else {
+            tracing::info!(table = job.plan.table.as_str(), source = job.source.as_str(),
+                epoch = resume.checkpoint.epoch, position = ?resume.checkpoint.position,
+                "Resuming after the store's last checkpoint.");
+        }
+    }
+    Ok(())
+}
+
+/// Where a run resumes in its source: the checkpoint's position of `part`.
+fn resume_at(job: &Job, part: i32) -> Option<PartPosition> {
+    job.resume
+        .as_ref()
+        .and_then(|r| r.checkpoint.position.get(&part).copied())
+}
+
 /// Runs one dataflow: registers its versions, prepares the store, streams the input through.
 pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
-    let (job, mut sink) = open_store(dataflow, &target.store)?;
-    sink.prepare(&job.plan)?;
-    let source = FileSource::open(&target.input, target.chunking)?;
+    let (mut job, mut sink) = open_store(
+        dataflow,
+        &target.store,
+        file_identity(&target.input, dataflow),
+    )?;
+    prepare(&mut job, &mut *sink)?;
+    let source = FileSource::open(&target.input, target.chunking, resume_at(&job, 0))?;
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         input = %target.input.display(), store = %target.store, workers = target.engine.workers, "Running dataflow.");
     Ok(dataflow::run(
@@ -189,6 +226,18 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
         sink,
         target.engine.clone(),
     )?)
+}
+
+/// A file's identity for checkpoints: its absolute path and size, and the dataflow's years, so
+/// that another file (or the same path rewritten) never resumes from this one's position.
+fn file_identity(path: &Path, dataflow: &LoadedDataflow) -> String {
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    format!(
+        "file:{} ({size} bytes, years {})",
+        absolute.display(),
+        dataflow.years
+    )
 }
 
 /// Where a stream reads and writes, and how.
@@ -211,7 +260,8 @@ pub fn stream_dataflow(
     target: &StreamTarget,
 ) -> Result<RunReport, JobError> {
     let options = &target.stream;
-    let (job, mut sink) = open_store(dataflow, &target.store)?;
+    let identity = format!("kafka:{} (years {})", options.topic, dataflow.years);
+    let (mut job, mut sink) = open_store(dataflow, &target.store, identity)?;
     if let Some(topic) = &target.outflow_topic {
         sink = Box::new(OutflowSink::new(
             sink,
@@ -220,7 +270,7 @@ pub fn stream_dataflow(
             &dataflow.feature_set.table,
         )?);
     }
-    sink.prepare(&job.plan)?;
+    prepare(&mut job, &mut *sink)?;
     let stopped = || {
         target
             .engine
@@ -247,8 +297,13 @@ pub fn stream_dataflow(
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         topic = options.topic.as_str(), partitions, store = %target.store, workers = target.engine.workers, "Streaming dataflow.");
     let stream = options.clone();
+    let from = job
+        .resume
+        .as_ref()
+        .map(|r| r.checkpoint.position.clone())
+        .unwrap_or_default();
     let sources: dataflow::SourceFactory = Box::new(move |index, workers| {
-        KafkaSource::open(&stream, partitions, index, workers)
+        KafkaSource::open(&stream, partitions, &from, index, workers)
             .map(|source| source.map(|s| Box::new(s) as Box<dyn Source>))
             .map_err(|e| SourceError::Kafka(e.to_string()))
     });

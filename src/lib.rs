@@ -5,6 +5,7 @@
 //! Start at [`dataflow`] for the graph; [`job`] for what `riskflow run` does around it.
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod cli;
 pub mod dataflow;
 pub mod features;

@@ -23,18 +23,21 @@ mod writer;
 pub use operators::{Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WriteToStore};
 pub use stats::{StatDelta, StatKey, StatSums};
 
-use crate::features::FeatureValues;
+use crate::checkpoint::{Checkpoint, Position, Resume};
+use crate::features::{FeatureValues, Kernel};
 use crate::plan::FeaturePlan;
 use crate::record::{LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError, StatTotal};
 use crate::source::{Poll, RawChunk, Source, SourceError};
+use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::count::CountTotal;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use timely::dataflow::operators::core::{Concatenate, Probe};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::{Concatenate, OkErr, Probe};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
@@ -45,11 +48,26 @@ pub struct WindowedBatch {
     pub values: Vec<FeatureValues>,
 }
 
-/// What one dataflow computes: which years of the input feed which table under which plan.
+/// What one dataflow computes: which years of the input feed which table under which plan, and
+/// where it resumes.
 #[derive(Clone, Debug)]
 pub struct Job {
     pub years: YearRange,
     pub plan: FeaturePlan,
+    /// The source's identity, under which the store keeps its checkpoint.
+    pub source: String,
+    /// The checkpoint to resume from (see [`crate::checkpoint`]); `None` starts from the first
+    /// row.
+    pub resume: Option<Resume>,
+}
+
+impl Job {
+    /// The first epoch this run computes.
+    pub fn first_epoch(&self) -> Epoch {
+        self.resume
+            .as_ref()
+            .map_or(0, |r| r.checkpoint.next_epoch())
+    }
 }
 
 /// How the engine runs.
@@ -76,19 +94,30 @@ impl Default for EngineOptions {
     }
 }
 
-/// Builds the graph on one worker; returns its input and the probe that tells which epochs are
-/// durable in the store.
+/// Builds the graph on one worker; returns the probe that tells which epochs are durable in the
+/// store. `raw` carries the source's chunks; `positions` where each worker's source parts
+/// resume once its input has moved past an epoch (for the checkpoint).
 pub fn build<'scope>(
     raw: StreamVec<'scope, Epoch, RawChunk>,
+    positions: StreamVec<'scope, Epoch, Position>,
     job: &Job,
     sink: Option<Box<dyn Sink>>,
     state: Arc<RunState>,
 ) -> ProbeHandle<Epoch> {
     let plan = &job.plan;
+    let definitions = plan.definitions();
+    let kernels = match &job.resume {
+        Some(resume) => resume
+            .checkpoint
+            .kernels(&definitions)
+            .expect("the job checked that the checkpoint holds every window"),
+        None => definitions.iter().map(Kernel::new).collect(),
+    };
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
-    let (features, stat_deltas) = rows
-        .ordered_windows(&plan.definitions())
-        .stamp_versions(plan, Arc::clone(&state));
+    let (windowed, windows) = rows
+        .ordered_windows(&definitions, kernels)
+        .ok_err(|out| out);
+    let (features, stat_deltas) = windowed.stamp_versions(plan, Arc::clone(&state));
     let stat_names: Vec<Vec<String>> = plan
         .versions
         .iter()
@@ -98,6 +127,12 @@ pub fn build<'scope>(
                 .collect()
         })
         .collect();
+    // A resumed run's totals go on from those the store committed with its checkpoint.
+    let stored: HashMap<StatKey, StatDelta> = job
+        .resume
+        .as_ref()
+        .map(|r| r.stats.iter().cloned().collect())
+        .unwrap_or_default();
     let stat_totals = stat_deltas.count_total().inner.flat_map(
         move |(((version, day, column), total), time, diff): (
             (StatKey, StatDelta),
@@ -105,6 +140,10 @@ pub fn build<'scope>(
             isize,
         )| {
             (diff > 0).then(|| {
+                let mut total = total;
+                if let Some(before) = stored.get(&(version, day, column)) {
+                    total.plus_equals(before);
+                }
                 SinkItem::Stat(
                     time,
                     StatTotal {
@@ -114,19 +153,29 @@ pub fn build<'scope>(
                         rows: total.rows,
                         nulls: total.nulls,
                         mean: total.mean(),
+                        sum_micros: total.sum_micros,
                     },
                 )
             })
         },
     );
+    let last = match &job.resume {
+        Some(resume) => resume.checkpoint.clone(),
+        None => Checkpoint {
+            source: job.source.clone(),
+            ..Checkpoint::default()
+        },
+    };
     let scope = features.scope();
     scope
         .concatenate([
             features.map(SinkItem::Rows),
             dead_letters.map(SinkItem::Dead),
             stat_totals,
+            positions.map(SinkItem::Position),
+            windows.map(SinkItem::Windows),
         ])
-        .write_to_store(sink, state)
+        .write_to_store(sink, last, state)
         .probe()
         .0
 }
@@ -303,14 +352,20 @@ pub fn run(
             state.fail(error.into());
             None
         });
-        let mut input =
-            InputHandle::<Epoch, timely::container::CapacityContainerBuilder<Vec<RawChunk>>>::new();
+        let mut inputs = Inputs::default();
         let probe = worker.dataflow::<Epoch, _, _>(|scope| {
-            build(input.to_stream(scope), &job, my_sink, Arc::clone(&state))
+            build(
+                inputs.raw.to_stream(scope),
+                inputs.positions.to_stream(scope),
+                &job,
+                my_sink,
+                Arc::clone(&state),
+            )
         });
+        inputs.advance_to(job.first_epoch());
         let bar = (index == 0 && options.progress)
             .then(|| progress_bar(my_source.as_ref().and_then(|s| s.progress().1)));
-        let mut input = Some(input);
+        let mut input = Some(inputs);
         let mut durable_seen = 0;
         let mut stop_voted = false;
         while !state.failed() {
@@ -331,7 +386,7 @@ pub fn run(
             {
                 if !stop_voted {
                     stop_voted = true;
-                    state.vote_stop(input.as_ref().map_or(Epoch::MAX, |h| *h.time()), peers);
+                    state.vote_stop(input.as_ref().map_or(Epoch::MAX, Inputs::time), peers);
                 }
                 if let Some(target) = state.stop_target() {
                     if !probe.less_than(&target) {
@@ -352,23 +407,27 @@ pub fn run(
                 (Some(source), Some(handle)) => {
                     // Bound memory: read on only while few epochs are open. (A source past its
                     // last epoch is at Epoch::MAX and only has its end to report.)
-                    let open = *handle.time();
+                    let open = handle.time();
                     let ahead =
                         durable.is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
                     if !ahead || open == Epoch::MAX {
                         match source.poll() {
                             Ok(Poll::Ready(chunk)) => {
-                                handle.send(chunk);
-                                handle.flush();
+                                handle.raw.send(chunk);
+                                handle.raw.flush();
                                 fed = true;
                             }
                             Ok(Poll::Pending) => {}
-                            Ok(Poll::Finished) => input = None,
+                            Ok(Poll::Finished) => {
+                                handle.report(source.position());
+                                input = None;
+                            }
                             Err(error) => state.fail(error.into()),
                         }
                         if let Some(handle) = &mut input {
                             let frontier = source.frontier();
-                            if frontier > *handle.time() {
+                            if frontier > handle.time() {
+                                handle.report(source.position());
                                 handle.advance_to(frontier);
                             }
                         }
@@ -422,6 +481,40 @@ pub fn run(
     report.elapsed = started.elapsed();
     report.stopped_early = state.stop_target().is_some();
     Ok(report)
+}
+
+/// A worker's two inputs: the source's chunks, and where its source parts resume.
+struct Inputs {
+    raw: InputHandle<Epoch, CapacityContainerBuilder<Vec<RawChunk>>>,
+    positions: InputHandle<Epoch, CapacityContainerBuilder<Vec<Position>>>,
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Inputs {
+            raw: InputHandle::new(),
+            positions: InputHandle::new(),
+        }
+    }
+}
+
+impl Inputs {
+    fn time(&self) -> Epoch {
+        *self.raw.time()
+    }
+
+    fn advance_to(&mut self, epoch: Epoch) {
+        self.raw.advance_to(epoch);
+        self.positions.advance_to(epoch);
+    }
+
+    /// Reports, at the current epoch, where the source resumes once its input moves on.
+    fn report(&mut self, position: Option<Position>) {
+        if let Some(position) = position.filter(|p| !p.is_empty()) {
+            self.positions.send(position);
+            self.positions.flush();
+        }
+    }
 }
 
 /// A byte bar for a source of known size (a file), a row counter for a stream.

@@ -3,6 +3,7 @@
 use super::stats::{StatDelta, StatKey, StatSums};
 use super::writer::StoreWriter;
 use super::{RunState, WindowedBatch};
+use crate::checkpoint::{merge, Checkpoint, Position, WindowState};
 use crate::features::{FeatureDef, FeatureValues, Kernel};
 use crate::parse::RecordParser;
 use crate::plan::FeaturePlan;
@@ -100,20 +101,28 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
 
 /// Holds rows per epoch until the frontier passes it, then feeds them to the kernels in `_row`
 /// order. All rows meet on one worker: the default feature key is the whole stream.
+///
+/// Besides the rows with their values, it emits the windows' state after each epoch it computed
+/// (`Err`), which the store commits with the epoch so a later run can resume from it.
 pub trait OrderedWindows<'scope> {
-    fn ordered_windows(self, definitions: &[FeatureDef])
-        -> StreamVec<'scope, Epoch, WindowedBatch>;
+    fn ordered_windows(
+        self,
+        definitions: &[FeatureDef],
+        kernels: Vec<Kernel>,
+    ) -> StreamVec<'scope, Epoch, Result<WindowedBatch, WindowState>>;
 }
 
 impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
     fn ordered_windows(
         self,
         definitions: &[FeatureDef],
-    ) -> StreamVec<'scope, Epoch, WindowedBatch> {
+        mut kernels: Vec<Kernel>,
+    ) -> StreamVec<'scope, Epoch, Result<WindowedBatch, WindowState>> {
         let peers = self.scope().peers() as u64;
         let window_worker = peers - 1; // worker 0 also runs the sink
-        let mut kernels: Vec<Kernel> = definitions.iter().map(Kernel::new).collect();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<WindowedBatch>>, _, _, _>(
+        let names: Vec<String> = definitions.iter().map(ToString::to_string).collect();
+        type Out = Result<WindowedBatch, WindowState>;
+        self.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
             Exchange::new(move |_: &LoanBatch| window_worker),
             "OrderedWindows",
             move |_, _| {
@@ -138,8 +147,13 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
                         let values = apply_in_row_order(&batches, &mut kernels);
                         let mut session = output.session(&cap);
                         for (batch, values) in batches.into_iter().zip(values) {
-                            session.give(WindowedBatch { batch, values });
+                            session.give(Ok(WindowedBatch { batch, values }));
                         }
+                        session.give(Err(names
+                            .iter()
+                            .cloned()
+                            .zip(kernels.iter().cloned())
+                            .collect()));
                     }
                 }
             },
@@ -268,23 +282,40 @@ pub enum SinkItem {
     /// A new total, with the epoch it belongs to: differential sends updates of several times
     /// in one message, so the message's time is only a lower bound.
     Stat(Epoch, StatTotal),
+    /// A worker's input moved past this epoch; its source parts resume here.
+    Position(Position),
+    /// The windows' state after this epoch.
+    Windows(WindowState),
 }
 
 /// Writes each epoch to the store once the frontier has passed it, in one transaction, on worker
-/// 0. The operator holds a capability for every epoch not yet durable, so a probe after it tells
-/// the driver which epochs are committed.
+/// 0, with the checkpoint that lets a later run resume right after it. The operator holds a
+/// capability for every epoch not yet durable, so a probe after it tells the driver which
+/// epochs are committed.
 pub trait WriteToStore<'scope> {
+    /// `last` is the checkpoint the run resumed from (or an empty one naming the source).
     fn write_to_store(
         self,
         sink: Option<Box<dyn Sink>>,
+        last: Checkpoint,
         state: Arc<RunState>,
     ) -> StreamVec<'scope, Epoch, ()>;
+}
+
+/// An epoch being gathered: its capability, what it will write, and what it tells the
+/// checkpoint.
+struct Gathering {
+    cap: Capability<Epoch>,
+    batch: EpochBatch,
+    positions: Vec<Position>,
+    windows: Option<WindowState>,
 }
 
 impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
     fn write_to_store(
         self,
         sink: Option<Box<dyn Sink>>,
+        mut last: Checkpoint,
         state: Arc<RunState>,
     ) -> StreamVec<'scope, Epoch, ()> {
         let scope = self.scope();
@@ -295,7 +326,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
                 let mut writer =
                     sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake));
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, EpochBatch)> = BTreeMap::new();
+                let mut pending: BTreeMap<Epoch, Gathering> = BTreeMap::new();
                 let mut writing: VecDeque<(Epoch, Capability<Epoch>)> = VecDeque::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|cap, data| {
@@ -304,21 +335,24 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         for item in data.flat_map(|batch| batch.drain(..)) {
                             let epoch = match &item {
                                 SinkItem::Stat(epoch, _) => *epoch,
-                                SinkItem::Rows(_) | SinkItem::Dead(_) => least,
+                                _ => least,
                             };
-                            let (_, batch) = pending.entry(epoch).or_insert_with(|| {
-                                (
-                                    cap.delayed(&epoch, port),
-                                    EpochBatch {
-                                        epoch,
-                                        ..EpochBatch::default()
-                                    },
-                                )
+                            let gathering = pending.entry(epoch).or_insert_with(|| Gathering {
+                                cap: cap.delayed(&epoch, port),
+                                batch: EpochBatch {
+                                    epoch,
+                                    ..EpochBatch::default()
+                                },
+                                positions: Vec::new(),
+                                windows: None,
                             });
+                            let batch = &mut gathering.batch;
                             match item {
                                 SinkItem::Rows(rows) => batch.rows.push(rows),
                                 SinkItem::Dead(dead) => batch.dead_letters.push(dead),
                                 SinkItem::Stat(_, stat) => batch.stats.push(stat),
+                                SinkItem::Position(at) => gathering.positions.push(at),
+                                SinkItem::Windows(windows) => gathering.windows = Some(windows),
                             }
                         }
                     });
@@ -331,7 +365,25 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         if frontier.less_equal(entry.key()) || state.failed() || stopped {
                             break;
                         }
-                        let (cap, mut batch) = entry.remove();
+                        let Gathering {
+                            cap,
+                            mut batch,
+                            positions,
+                            windows,
+                        } = entry.remove();
+                        let before = last.position.clone();
+                        for at in &positions {
+                            merge(&mut last.position, at);
+                        }
+                        let moved = windows.is_some() || last.position != before;
+                        if let Some(windows) = windows {
+                            last.windows = windows;
+                        }
+                        if batch.is_empty() && !moved {
+                            continue; // nothing to write, nothing learnt: release the epoch
+                        }
+                        last.epoch = batch.epoch;
+                        batch.checkpoint = Some(last.clone());
                         batch
                             .rows
                             .sort_unstable_by_key(|rows| rows.batch.first_row());
@@ -385,12 +437,16 @@ mod tests {
 
     #[test]
     fn ordered_windows_apply_each_epoch_in_row_order_whatever_the_arrival_order() {
-        let captured = timely::execute_directly(|worker| {
+        let def: FeatureDef = "sma(2)".parse().unwrap();
+        let captured = timely::execute_directly(move |worker| {
             let (mut input, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
                 let (input, rows) = scope.new_input::<Vec<LoanBatch>>();
                 (
                     input,
-                    rows.ordered_windows(&["sma(2)".parse().unwrap()]).capture(),
+                    rows.ordered_windows(&[def.clone()], vec![Kernel::new(&def)])
+                        .ok_err(|r| r)
+                        .0
+                        .capture(),
                 )
             });
             // Epoch 0 arrives as two chunks in the wrong order, then epoch 1.

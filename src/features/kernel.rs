@@ -1,13 +1,14 @@
 //! SMA and EMA kernels, exactly as DESIGN §3 defines them.
 
 use super::{FeatureDef, Kind};
+use serde::{Deserialize, Serialize};
 
 /// Mean of the non-null scores among the last `window` rows; null when all are null.
 ///
 /// Keeps a running sum and rebuilds it from the ring every `window` rows, so rounding error never
 /// accumulates over long streams; with whole-number scores the sum is exact and the mean equals
 /// SQL's `AVG(...) OVER (ROWS BETWEEN N-1 PRECEDING AND CURRENT ROW)` bit for bit.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sma {
     ring: Vec<Option<f64>>,
     next: usize,
@@ -46,7 +47,7 @@ impl Sma {
 
 /// Exponential moving average: seeded with the first non-null score, `e += alpha * (x - e)` for
 /// each later score, unchanged by nulls, null before the first score.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ema {
     alpha: f64,
     value: Option<f64>,
@@ -72,7 +73,8 @@ impl Ema {
 }
 
 /// Any kernel, chosen by a definition.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kernel {
     Sma(Sma),
     Ema(Ema),
@@ -83,6 +85,20 @@ impl Kernel {
         match def.kind {
             Kind::Sma => Kernel::Sma(Sma::new(def.window)),
             Kind::Ema => Kernel::Ema(Ema::new(def.window)),
+        }
+    }
+
+    /// Whether this kernel computes `def` and its state is whole (a state read back from a
+    /// store is checked before it is trusted).
+    pub fn matches(&self, def: &FeatureDef) -> bool {
+        match (self, Kernel::new(def)) {
+            (Kernel::Sma(k), Kernel::Sma(fresh)) => {
+                k.ring.len() == fresh.ring.len()
+                    && k.next < k.ring.len()
+                    && k.count as usize == k.ring.iter().flatten().count()
+            }
+            (Kernel::Ema(k), Kernel::Ema(fresh)) => k.alpha == fresh.alpha,
+            _ => false,
         }
     }
 

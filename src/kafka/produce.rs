@@ -83,7 +83,7 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
             "creating the producer",
             &options.brokers,
         ))?;
-    let mut source = FileSource::open(&options.input, Chunking::with_epoch_rows(u64::MAX))?;
+    let mut source = FileSource::open(&options.input, Chunking::with_epoch_rows(u64::MAX), None)?;
     let mut replay = Replay {
         producer: &producer,
         options,

@@ -3,14 +3,13 @@
 //!
 //! librdkafka wakes the worker when a message arrives (its queue's non-empty callback), so an
 //! idle stream parks instead of spinning. Offsets are committed only for epochs the store has
-//! made durable; auto-commit is off. The stream always reads its partitions from the start:
-//! features depend on every earlier row, and until the store keeps window state with the
-//! offsets, replaying from the start (the store ignores rows it already has) is what keeps
-//! every value right after a restart.
+//! made durable; auto-commit is off (the committed group offsets are for monitoring: where a
+//! stream resumes is the store's checkpoint, committed with the rows, see [`crate::checkpoint`]).
 
 use super::{
     base_config, KafkaError, Marker, MessageFormat, MARKER_HEADER, OVERSIZED_HEADER, ROW_HEADER,
 };
+use crate::checkpoint::{PartPosition, Position};
 use crate::sink::push_csv_field;
 use crate::source::{Poll, RawChunk, Rejection, Source, SourceError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -112,8 +111,9 @@ struct PartitionState {
     complete: bool,
     /// The last row seen, to drop a repeated message.
     last_row: u64,
-    /// Offsets to commit once an epoch is durable: `(epoch, next offset)`, in order.
-    closes: VecDeque<(u64, i64)>,
+    /// Where each epoch ended, for checkpoints and the group's offsets: `(epoch, next offset,
+    /// last row)`, in order, until the epoch is durable.
+    closes: VecDeque<(u64, i64, u64)>,
 }
 
 /// The produce timestamps (ms) of the rows of epochs not yet durable.
@@ -147,9 +147,12 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Opens worker `index`'s share of `partitions` partitions; `None` when it has none.
     /// Messages without row numbers (`json-array`) are all read by worker 0, which numbers them.
+    /// Partitions in `from` (a checkpoint's position) resume there; the others start at their
+    /// beginning.
     pub fn open(
         options: &StreamOptions,
         partitions: i32,
+        from: &Position,
         index: usize,
         workers: usize,
     ) -> Result<Option<KafkaSource>, KafkaError> {
@@ -180,10 +183,14 @@ impl KafkaSource {
         consumer.set_nonempty_callback(move || worker.unpark());
         let mut assignment = TopicPartitionList::new();
         for &p in &mine {
+            let offset = from
+                .get(&p)
+                .map_or(Offset::Beginning, |at| Offset::Offset(at.offset));
             assignment
-                .add_partition_offset(&options.topic, p, Offset::Beginning)
+                .add_partition_offset(&options.topic, p, offset)
                 .map_err(KafkaError::client("assigning partitions", &options.brokers))?;
         }
+        let resumed = |p: &i32| from.get(p).copied().unwrap_or_default();
         consumer
             .assign(&assignment)
             .map_err(KafkaError::client("assigning partitions", &options.brokers))?;
@@ -192,13 +199,26 @@ impl KafkaSource {
             consumer,
             options: options.clone(),
             partitions: mine
-                .into_iter()
-                .map(|p| (p, PartitionState::default()))
+                .iter()
+                .map(|p| {
+                    let at = resumed(p);
+                    let state = PartitionState {
+                        epoch: at.epoch,
+                        last_row: at.row,
+                        ..PartitionState::default()
+                    };
+                    (*p, state)
+                })
                 .collect(),
             ready: VecDeque::new(),
             rows_read: 0,
-            next_row: 1,
-            batch_epoch: 0,
+            next_row: mine
+                .iter()
+                .map(|p| resumed(p).row)
+                .max()
+                .unwrap_or(0)
+                .max(1),
+            batch_epoch: mine.iter().map(|p| resumed(p).epoch).max().unwrap_or(0),
             timestamps: BTreeMap::new(),
             live_since_ms: None,
         }))
@@ -237,7 +257,9 @@ impl KafkaSource {
                 state.complete |= marker.complete;
                 if self.options.format == MessageFormat::Riskflow {
                     state.epoch = state.epoch.max(marker.epoch + 1);
-                    state.closes.push_back((marker.epoch, message.offset + 1));
+                    state
+                        .closes
+                        .push_back((marker.epoch, message.offset + 1, state.last_row));
                 }
                 continue;
             }
@@ -316,8 +338,8 @@ impl KafkaSource {
                 .get_mut(&message.partition)
                 .expect("an assigned partition");
             match state.closes.back_mut() {
-                Some((e, offset)) if *e == epoch => *offset = (*offset).max(message.offset + 1),
-                _ => state.closes.push_back((epoch, message.offset + 1)),
+                Some((e, offset, _)) if *e == epoch => *offset = (*offset).max(message.offset + 1),
+                _ => state.closes.push_back((epoch, message.offset + 1, 0)),
             }
         }
         self.ready.push_back(chunk);
@@ -333,8 +355,8 @@ impl KafkaSource {
         let mut offsets = TopicPartitionList::new();
         for (&p, state) in &mut self.partitions {
             let mut last = None;
-            while state.closes.front().is_some_and(|(e, _)| *e < frontier) {
-                last = state.closes.pop_front().map(|(_, o)| o);
+            while state.closes.front().is_some_and(|(e, _, _)| *e < frontier) {
+                last = state.closes.pop_front().map(|(_, o, _)| o);
             }
             if let Some(offset) = last {
                 let _ =
@@ -370,6 +392,35 @@ impl Source for KafkaSource {
             MessageFormat::JsonArray => self.batch_epoch,
         };
         self.ready.iter().map(|c| c.epoch).fold(open, u64::min)
+    }
+
+    /// Each partition resumes after the last epoch it closed below the frontier.
+    fn position(&self) -> Option<Position> {
+        let frontier = self.frontier();
+        // json-array: the rows of chunks not yet handed out are numbered again on resume.
+        let next_row = self.ready.front().map_or(self.next_row, |c| c.first_row);
+        let position = self
+            .partitions
+            .iter()
+            .filter_map(|(&p, state)| {
+                let &(epoch, offset, last_row) =
+                    state.closes.iter().rev().find(|(e, _, _)| *e < frontier)?;
+                let at = match self.options.format {
+                    MessageFormat::Riskflow => PartPosition {
+                        epoch: epoch + 1,
+                        offset,
+                        row: last_row,
+                    },
+                    MessageFormat::JsonArray => PartPosition {
+                        epoch: frontier.min(self.batch_epoch),
+                        offset,
+                        row: next_row,
+                    },
+                };
+                Some((p, at))
+            })
+            .collect();
+        Some(position)
     }
 
     fn durable(&mut self, frontier: u64) -> Result<(), SourceError> {

@@ -10,6 +10,8 @@ mod sqlite;
 pub use self::csv::{push_csv_field, CsvSink};
 pub use self::sqlite::SqliteSink;
 
+use crate::checkpoint::{Checkpoint, Resume};
+use crate::dataflow::{StatDelta, StatKey};
 use crate::features::{FeatureDef, FeatureValues};
 use crate::plan::FeaturePlan;
 use crate::record::{merged_row_order, Date, DeadLetter, LoanBatch, LoanRow, RowRef};
@@ -76,6 +78,79 @@ pub struct StatTotal {
     pub rows: i64,
     pub nulls: i64,
     pub mean: Option<f64>,
+    /// The exact sum of the non-null values, in millionths (what a resumed run adds on to).
+    pub sum_micros: i128,
+}
+
+/// A `feature_stats` row as a store read it back.
+pub struct StoredStat {
+    pub version: u32,
+    pub day: String,
+    pub column: String,
+    pub rows: i64,
+    pub nulls: i64,
+    pub sum_micros: i128,
+}
+
+/// The stored totals as the deltas a resumed run starts from (see [`Sink::resume`]).
+pub fn stat_base(
+    plan: &FeaturePlan,
+    stored: Vec<StoredStat>,
+) -> Result<Vec<(StatKey, StatDelta)>, String> {
+    stored
+        .into_iter()
+        .map(|s| {
+            let version = plan.versions.get(s.version as usize).ok_or_else(|| {
+                format!(
+                    "feature_stats has version {}, which is not registered",
+                    s.version
+                )
+            })?;
+            let column = if s.column == "risk_score" {
+                0
+            } else {
+                1 + version.features.get_index_of(&s.column).ok_or_else(|| {
+                    format!(
+                        "feature_stats has column `{}` for version {}, which does not define it",
+                        s.column, s.version
+                    )
+                })?
+            };
+            let day = Date::parse(&s.day)
+                .ok_or_else(|| format!("feature_stats has a day `{}` that is not a date", s.day))?;
+            let delta = StatDelta {
+                rows: s.rows,
+                nulls: s.nulls,
+                sum_micros: s.sum_micros,
+            };
+            Ok(((s.version, day, column as u16), delta))
+        })
+        .collect()
+}
+
+/// A checkpoint's position and window state as the JSON a store keeps.
+pub fn checkpoint_json(checkpoint: &Checkpoint) -> (String, String) {
+    (
+        serde_json::to_string(&checkpoint.position).expect("positions serialize"),
+        serde_json::to_string(&checkpoint.windows).expect("window states serialize"),
+    )
+}
+
+/// A checkpoint read back from a store.
+pub fn parse_checkpoint(
+    source: &str,
+    epoch: u64,
+    position: &str,
+    windows: &str,
+) -> Result<Checkpoint, String> {
+    Ok(Checkpoint {
+        source: source.to_owned(),
+        epoch,
+        position: serde_json::from_str(position)
+            .map_err(|e| format!("its position `{position}` is not valid: {e}"))?,
+        windows: serde_json::from_str(windows)
+            .map_err(|e| format!("its window state is not valid: {e}"))?,
+    })
 }
 
 /// A row with its version and that version's feature values.
@@ -89,6 +164,8 @@ pub struct EpochBatch {
     pub rows: Vec<FeatureBatch>,
     pub dead_letters: Vec<DeadLetter>,
     pub stats: Vec<StatTotal>,
+    /// Where the run resumes after this epoch; committed with it.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 impl EpochBatch {
@@ -115,6 +192,11 @@ impl EpochBatch {
         }))
     }
 
+    /// Whether the epoch has no rows, dead letters or stats to write.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.dead_letters.is_empty() && self.stats.is_empty()
+    }
+
     pub fn row_count(&self) -> usize {
         self.rows.iter().map(FeatureBatch::len).sum()
     }
@@ -124,7 +206,13 @@ impl EpochBatch {
 pub trait Sink: Send {
     /// Creates the tables and views the plan needs, adding columns for new features.
     fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError>;
-    /// Writes one epoch atomically.
+    /// The checkpoint last committed for `source` (see [`crate::checkpoint`]) with the
+    /// `feature_stats` totals committed with it; `None` when the store has none or cannot keep
+    /// one (a CSV export starts over).
+    fn resume(&mut self, _source: &str, _plan: &FeaturePlan) -> Result<Option<Resume>, SinkError> {
+        Ok(None)
+    }
+    /// Writes one epoch atomically, with its checkpoint.
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError>;
     /// Flushes whatever is buffered; called once after the last epoch.
     fn finish(&mut self) -> Result<(), SinkError>;
@@ -222,6 +310,12 @@ pub enum SinkError {
     },
     #[error("outflow: {0}")]
     Outflow(String),
+    #[error("the checkpoint of `{table}` in {store} cannot be used: {why}")]
+    Checkpoint {
+        store: String,
+        table: String,
+        why: String,
+    },
 }
 
 impl SinkError {

@@ -1,11 +1,15 @@
 //! The embedded store: one SQLite file holding the feature table, its per-version views,
 //! `dead_letter`, `feature_stats` and the catalog's `feature_versions`.
 
-use super::{value_at_column, EpochBatch, Sink, SinkError};
+use super::{
+    checkpoint_json, parse_checkpoint, stat_base, value_at_column, EpochBatch, Sink, SinkError,
+    StoredStat,
+};
+use crate::checkpoint::Resume;
 use crate::features::ColumnType;
 use crate::plan::FeaturePlan;
 use crate::record::{RowRef, TextField, BASE_COLUMNS};
-use rusqlite::{params, Connection, Statement, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Statement, Transaction};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +46,17 @@ CREATE TABLE IF NOT EXISTS feature_stats (
     rows             INTEGER NOT NULL,
     nulls            INTEGER NOT NULL,
     mean             REAL,
+    sum_micros       INTEGER NOT NULL, -- exact sum of the non-null values, in millionths
     PRIMARY KEY (table_name, _version, application_date, column_name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dataflow_checkpoints (
+    table_name   TEXT    NOT NULL,
+    source       TEXT    NOT NULL, -- the input's identity (file path and size, or topic)
+    epoch        INTEGER NOT NULL, -- the last epoch committed
+    position     TEXT    NOT NULL, -- JSON: per source part, where reading resumes
+    windows      TEXT    NOT NULL, -- JSON: per definition, the window's state
+    _modified_ts INTEGER NOT NULL,
+    PRIMARY KEY (table_name, source)
 ) WITHOUT ROWID;
 ";
 
@@ -276,7 +290,7 @@ impl Sink for SqliteSink {
             }
             let mut stats = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO feature_stats VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR REPLACE INTO feature_stats VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(SinkError::sqlite(&self.path, action("feature_stats")))?;
             for s in &batch.stats {
@@ -288,13 +302,85 @@ impl Sink for SqliteSink {
                         s.column,
                         s.rows,
                         s.nulls,
-                        s.mean
+                        s.mean,
+                        i64::try_from(s.sum_micros).unwrap_or(i64::MAX) // a day holds far less
                     ])
                     .map_err(SinkError::sqlite(&self.path, action("feature_stats")))?;
+            }
+            if let Some(checkpoint) = &batch.checkpoint {
+                let (position, windows) = checkpoint_json(checkpoint);
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO dataflow_checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        self.table,
+                        checkpoint.source,
+                        checkpoint.epoch as i64,
+                        position,
+                        windows,
+                        now
+                    ])
+                })
+                .map_err(SinkError::sqlite(
+                    &self.path,
+                    action("dataflow_checkpoints"),
+                ))?;
             }
         }
         tx.commit()
             .map_err(SinkError::sqlite(&self.path, action("commit")))
+    }
+
+    fn resume(&mut self, source: &str, plan: &FeaturePlan) -> Result<Option<Resume>, SinkError> {
+        let read = SinkError::sqlite(&self.path, "read the last checkpoint");
+        let found: Option<(i64, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT epoch, position, windows FROM dataflow_checkpoints
+                 WHERE table_name = ?1 AND source = ?2",
+                params![self.table, source],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(read)?;
+        let Some((epoch, position, windows)) = found else {
+            return Ok(None);
+        };
+        let checkpoint =
+            parse_checkpoint(source, epoch as u64, &position, &windows).map_err(|why| {
+                SinkError::Checkpoint {
+                    store: self.path.display().to_string(),
+                    table: self.table.clone(),
+                    why,
+                }
+            })?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT _version, application_date, column_name, rows, nulls, sum_micros
+                 FROM feature_stats WHERE table_name = ?1",
+            )
+            .map_err(SinkError::sqlite(&self.path, "read feature_stats"))?;
+        let totals = stmt
+            .query_map([&self.table], |r| {
+                Ok(StoredStat {
+                    version: r.get(0)?,
+                    day: r.get(1)?,
+                    column: r.get(2)?,
+                    rows: r.get(3)?,
+                    nulls: r.get(4)?,
+                    sum_micros: r.get::<_, i64>(5)?.into(),
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(SinkError::sqlite(&self.path, "read feature_stats"))?;
+        let stats = stat_base(plan, totals).map_err(|why| SinkError::Checkpoint {
+            store: self.path.display().to_string(),
+            table: self.table.clone(),
+            why,
+        })?;
+        Ok(Some(Resume { checkpoint, stats }))
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {

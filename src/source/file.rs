@@ -2,6 +2,7 @@
 //! decompression and record splitting overlap with parsing and feature computation.
 
 use super::{Poll, RawChunk, RecordSplitter, Rejection, Source, SourceError};
+use crate::checkpoint::{PartPosition, Position};
 use crate::record::HEADER;
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
@@ -40,9 +41,19 @@ impl Chunking {
                 .saturating_mul(chunk_rows as u64),
         }
     }
+}
 
-    pub fn epoch_of(&self, row: u64) -> u64 {
-        (row - 1) / self.epoch_rows
+/// How a reader numbers epochs: from `start` (row 1, epoch 0 in a fresh run; the checkpoint's
+/// position in a resumed one), every `epoch_rows` records make the next epoch.
+#[derive(Clone, Copy, Debug)]
+struct EpochNumbering {
+    start: PartPosition,
+    epoch_rows: u64,
+}
+
+impl EpochNumbering {
+    fn epoch_of(&self, row: u64) -> u64 {
+        self.start.epoch + (row - self.start.row) / self.epoch_rows
     }
 }
 
@@ -58,6 +69,11 @@ pub struct FileSource {
     reader: Option<JoinHandle<()>>,
     /// The epoch of the last chunk handed out: chunks come in epoch order.
     frontier: u64,
+    /// Where the epoch of the last chunk began (the first record of its first chunk).
+    epoch_start: PartPosition,
+    /// Right after the last chunk handed out.
+    next: PartPosition,
+    finished: bool,
 }
 
 /// Counts the bytes read from the underlying file, for progress reporting.
@@ -75,8 +91,18 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 impl FileSource {
-    /// Opens `path`, checks its header, and starts the reader thread.
-    pub fn open(path: &Path, chunking: Chunking) -> Result<FileSource, SourceError> {
+    /// Opens `path`, checks its header, and starts the reader thread, which skips to `from`
+    /// (a checkpoint's position) when given.
+    pub fn open(
+        path: &Path,
+        chunking: Chunking,
+        from: Option<PartPosition>,
+    ) -> Result<FileSource, SourceError> {
+        let start = from.unwrap_or(PartPosition {
+            epoch: 0,
+            offset: 0,
+            row: 1,
+        });
         let open_error = |error| SourceError::Open {
             path: path.to_owned(),
             error,
@@ -115,9 +141,24 @@ impl FileSource {
         let reader = std::thread::Builder::new()
             .name("riskflow-reader".into())
             .spawn(move || {
+                let numbering = EpochNumbering {
+                    start,
+                    epoch_rows: chunking.epoch_rows,
+                };
                 let mut next_row = 1u64;
+                if let Err(error) = skip_to(&thread_path, &mut splitter, &mut next_row, start.row) {
+                    let _ = sender.send(Err(error));
+                    wake_poller();
+                    return;
+                }
                 loop {
-                    let chunk = read_chunk(&thread_path, &mut splitter, &mut next_row, chunking);
+                    let chunk = read_chunk(
+                        &thread_path,
+                        &mut splitter,
+                        &mut next_row,
+                        chunking.chunk_rows,
+                        numbering,
+                    );
                     let last = !matches!(&chunk, Ok(c) if !c.is_empty());
                     let sent = match chunk {
                         Ok(chunk) if chunk.is_empty() => false,
@@ -139,7 +180,10 @@ impl FileSource {
             bytes_read,
             total_bytes,
             reader: Some(reader),
-            frontier: 0,
+            frontier: start.epoch,
+            epoch_start: start,
+            next: start,
+            finished: false,
         })
     }
 }
@@ -170,22 +214,46 @@ fn check_header<R: Read>(path: &Path, splitter: &mut RecordSplitter<R>) -> Resul
     Ok(())
 }
 
+/// Skips the records before row `to` (a resumed run redoes nothing before its checkpoint).
+fn skip_to<R: Read>(
+    path: &Path,
+    splitter: &mut RecordSplitter<R>,
+    next_row: &mut u64,
+    to: u64,
+) -> Result<(), SourceError> {
+    while *next_row < to {
+        let record = splitter
+            .next_record_sized()
+            .map_err(|error| SourceError::Read {
+                path: path.to_owned(),
+                row: *next_row,
+                error,
+            })?;
+        if record.is_none() {
+            break;
+        }
+        *next_row += 1;
+    }
+    Ok(())
+}
+
 /// Reads up to one chunk; an empty chunk means the end of the input.
 fn read_chunk<R: Read>(
     path: &Path,
     splitter: &mut RecordSplitter<R>,
     next_row: &mut u64,
-    chunking: Chunking,
+    chunk_rows: usize,
+    numbering: EpochNumbering,
 ) -> Result<RawChunk, SourceError> {
     let mut chunk = RawChunk {
-        epoch: chunking.epoch_of(*next_row),
+        epoch: numbering.epoch_of(*next_row),
         first_row: *next_row,
-        data: Vec::with_capacity(chunking.chunk_rows * 128),
-        ends: Vec::with_capacity(chunking.chunk_rows),
+        data: Vec::with_capacity(chunk_rows * 128),
+        ends: Vec::with_capacity(chunk_rows),
         ..RawChunk::default()
     };
-    while chunk.len() < chunking.chunk_rows {
-        if !chunk.is_empty() && chunking.epoch_of(*next_row) != chunk.epoch {
+    while chunk.len() < chunk_rows {
+        if !chunk.is_empty() && numbering.epoch_of(*next_row) != chunk.epoch {
             break;
         }
         let record = splitter
@@ -215,7 +283,19 @@ impl Source for FileSource {
         }
         match self.chunks.try_recv() {
             Ok(Ok(chunk)) => {
+                if chunk.epoch > self.frontier {
+                    self.epoch_start = PartPosition {
+                        epoch: chunk.epoch,
+                        offset: 0,
+                        row: chunk.first_row,
+                    };
+                }
                 self.frontier = chunk.epoch;
+                self.next = PartPosition {
+                    epoch: chunk.epoch + 1,
+                    offset: 0,
+                    row: chunk.first_row + chunk.len() as u64,
+                };
                 Ok(Poll::Ready(chunk))
             }
             Ok(Err(error)) => Err(error),
@@ -231,6 +311,7 @@ impl Source for FileSource {
                         path: self.path.clone(),
                     })
                 } else {
+                    self.finished = true;
                     Ok(Poll::Finished)
                 }
             }
@@ -239,6 +320,17 @@ impl Source for FileSource {
 
     fn frontier(&self) -> u64 {
         self.frontier
+    }
+
+    /// A file is one part (0): the row its current epoch began at, or, once read to the end, the
+    /// row after its last.
+    fn position(&self) -> Option<Position> {
+        let at = if self.finished {
+            self.next
+        } else {
+            self.epoch_start
+        };
+        Some([(0, at)].into())
     }
 
     fn progress(&self) -> (u64, Option<u64>) {

@@ -13,6 +13,7 @@ mod split;
 pub use file::{Chunking, FileSource};
 pub use split::{RecordSplitter, MAX_RECORD_BYTES};
 
+use crate::checkpoint::Position;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -125,6 +126,12 @@ pub trait Source: Send {
     fn poll(&mut self) -> Result<Poll, SourceError>;
     /// No chunk handed out from now on has an epoch below this one.
     fn frontier(&self) -> u64;
+    /// Where this source's parts resume to redo every epoch from [`Self::frontier`] on (after
+    /// the last poll returned [`Poll::Finished`]: where they resume once everything is done).
+    /// `None` for a source that cannot resume.
+    fn position(&self) -> Option<Position> {
+        None
+    }
     /// Tells the source that every epoch below `frontier` is durable in the store, so it may
     /// acknowledge them upstream (Kafka offsets).
     fn durable(&mut self, _frontier: u64) -> Result<(), SourceError> {
