@@ -65,6 +65,19 @@ impl Date {
         self.0 % 100
     }
 
+    /// Days since 2000-01-01 (negative before), as PostgreSQL's binary `date` counts them.
+    pub fn days_since_2000(self) -> i32 {
+        // Days from civil (H. Hinnant's algorithm), with years starting in March.
+        let (y, m, d) = (self.year() as i64, self.month() as i64, self.day() as i64);
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days_since_1970 = era * 146_097 + doe - 719_468;
+        (days_since_1970 - 10_957) as i32
+    }
+
     /// Writes `YYYY-MM-DD` into `buf` without allocating.
     pub fn write_iso(self, buf: &mut [u8; 10]) -> &str {
         let digits = |n: u32, out: &mut [u8]| {

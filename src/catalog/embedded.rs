@@ -49,24 +49,15 @@ impl Catalog for SqliteCatalog {
         let mut versions = Vec::new();
         for row in rows {
             let (id, applies_from, features, hash, registered_by, registered_at) = row?;
-            let corrupt = |why: String| CatalogError::Corrupt {
-                table: table.to_owned(),
+            versions.push(super::stored_version(
+                table,
                 id,
-                why,
-            };
-            let version = FeatureSetVersion {
-                id,
-                applies_from: applies_from.parse().map_err(corrupt)?,
-                features: serde_json::from_str(&features).map_err(|e| corrupt(e.to_string()))?,
+                applies_from,
+                features,
+                hash,
                 registered_by,
                 registered_at,
-            };
-            if version.content_hash() != hash {
-                return Err(corrupt(format!(
-                    "stored hash {hash} does not match its content"
-                )));
-            }
-            versions.push(version);
+            )?);
         }
         Ok(versions)
     }

@@ -3,8 +3,10 @@
 //! own (the CSV export). Both apply the same evolution rules (`crate::plan`).
 
 mod embedded;
+mod server;
 
 pub use embedded::SqliteCatalog;
+pub use server::ServerCatalog;
 
 use crate::plan::{check_evolution, FeaturePlan, FeatureSetVersion, PlanError};
 use std::collections::HashMap;
@@ -37,6 +39,8 @@ pub enum CatalogError {
     Conflict { table: String, id: u32 },
     #[error("catalog storage failed")]
     Storage(#[from] rusqlite::Error),
+    #[error("catalog database failed")]
+    Server(#[from] postgres::Error),
     #[error("catalog entry for `{table}` version {id} is corrupt: {why}")]
     Corrupt { table: String, id: u32, why: String },
 }
@@ -46,7 +50,7 @@ impl CatalogError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            CatalogError::Conflict { .. } | CatalogError::Storage(_)
+            CatalogError::Conflict { .. } | CatalogError::Storage(_) | CatalogError::Server(_)
         )
     }
 }
@@ -126,6 +130,36 @@ pub fn plan_registration(
         stamped.registered_at = crate::time::now_rfc3339();
     }
     Ok(Some(stamped))
+}
+
+/// A version as a catalog table holds it, checked against its stored hash.
+fn stored_version(
+    table: &str,
+    id: u32,
+    applies_from: String,
+    features: String,
+    hash: String,
+    registered_by: String,
+    registered_at: String,
+) -> Result<FeatureSetVersion, CatalogError> {
+    let corrupt = |why: String| CatalogError::Corrupt {
+        table: table.to_owned(),
+        id,
+        why,
+    };
+    let version = FeatureSetVersion {
+        id,
+        applies_from: applies_from.parse().map_err(corrupt)?,
+        features: serde_json::from_str(&features).map_err(|e| corrupt(e.to_string()))?,
+        registered_by,
+        registered_at,
+    };
+    if version.content_hash() != hash {
+        return Err(corrupt(format!(
+            "stored hash {hash} does not match its content"
+        )));
+    }
+    Ok(version)
 }
 
 /// A catalog that lives as long as the process: for stores without tables of their own.

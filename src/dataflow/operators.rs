@@ -444,8 +444,6 @@ mod tests {
                 (
                     input,
                     rows.ordered_windows(&[def.clone()], vec![Kernel::new(&def)])
-                        .ok_err(|r| r)
-                        .0
                         .capture(),
                 )
             });
@@ -461,7 +459,8 @@ mod tests {
         let mut seen = Vec::new();
         for event in captured.try_iter() {
             if let Event::Messages(epoch, batches) = event {
-                for batch in batches {
+                let batches: Vec<Result<WindowedBatch, WindowState>> = batches;
+                for batch in batches.into_iter().flatten() {
                     for (loan, values) in batch.batch.rows.iter().zip(&batch.values) {
                         seen.push((*epoch.least().expect("a time"), loan.row, values[0]));
                     }

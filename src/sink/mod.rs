@@ -5,9 +5,11 @@
 //! export are always built; PostgreSQL and Redshift implement the same trait.
 
 mod csv;
+mod postgres;
 mod sqlite;
 
 pub use self::csv::{push_csv_field, CsvSink};
+pub use self::postgres::{Dialect, PostgresSink};
 pub use self::sqlite::SqliteSink;
 
 use crate::checkpoint::{Checkpoint, Resume};
@@ -243,6 +245,9 @@ pub enum StoreUrl {
     /// `csv:PATH`: features in PATH, dead letters in `PATH.dead_letter.csv`; when PATH is a
     /// directory, one `<table>.csv` per table in it.
     Csv(PathBuf),
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (or `postgresql://`), or the same with
+    /// `redshift://` for Redshift's dialect; kept as a `postgres://` URL.
+    Server { url: String, dialect: Dialect },
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -254,10 +259,22 @@ impl std::str::FromStr for StoreUrl {
             )))
         } else if let Some(path) = s.strip_prefix("csv:") {
             Ok(StoreUrl::Csv(PathBuf::from(path.trim_start_matches("//"))))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreUrl::Server {
+                url: s.to_owned(),
+                dialect: Dialect::Postgres,
+            })
+        } else if let Some(rest) = s.strip_prefix("redshift://") {
+            Ok(StoreUrl::Server {
+                url: format!("postgres://{rest}"),
+                dialect: Dialect::Redshift,
+            })
         } else if s.ends_with(".db") || s.ends_with(".sqlite") {
             Ok(StoreUrl::Sqlite(PathBuf::from(s)))
         } else {
-            Err(format!("`{s}` is not a store: use sqlite:PATH or csv:PATH"))
+            Err(format!(
+                "`{s}` is not a store: use sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB"
+            ))
         }
     }
 }
@@ -267,6 +284,17 @@ impl std::fmt::Display for StoreUrl {
         match self {
             StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
             StoreUrl::Csv(p) => write!(f, "csv:{}", p.display()),
+            StoreUrl::Server { url, dialect } => {
+                let shown = self::postgres::shown_url(url);
+                match dialect {
+                    Dialect::Postgres => f.write_str(&shown),
+                    Dialect::Redshift => write!(
+                        f,
+                        "redshift://{}",
+                        shown.split_once("://").map_or("", |p| p.1)
+                    ),
+                }
+            }
         }
     }
 }
@@ -280,6 +308,9 @@ impl StoreUrl {
                 Box::new(CsvSink::create(&path.join(format!("{table}.csv")))?)
             }
             StoreUrl::Csv(path) => Box::new(CsvSink::create(path)?),
+            StoreUrl::Server { url, dialect } => {
+                Box::new(PostgresSink::connect(url, *dialect, table)?)
+            }
         })
     }
 }
@@ -310,6 +341,19 @@ pub enum SinkError {
     },
     #[error("outflow: {0}")]
     Outflow(String),
+    #[error("store {store}: {action}")]
+    Postgres {
+        store: String,
+        action: String,
+        #[source]
+        error: ::postgres::Error,
+    },
+    #[error("store {store} was unreachable for {after:?}; giving up: {error}")]
+    Outage {
+        store: String,
+        after: std::time::Duration,
+        error: String,
+    },
     #[error("the checkpoint of `{table}` in {store} cannot be used: {why}")]
     Checkpoint {
         store: String,
