@@ -49,7 +49,7 @@ server_start() {
     bin=$(cat "$dir/bindir")
     port=$(cat "$dir/port")
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1" \
         start >/dev/null
 }
 

@@ -3,8 +3,8 @@
 # real binary over generated files and a real Kafka-compatible broker, and check the store
 # against SQL and sequential oracles), and one quick pass over each criterion benchmark.
 #
-# Starts the services the tests need (scripts/kafka.sh: tansu on a free loopback port) and stops
-# them on exit.
+# Starts the services the tests need (scripts/kafka.sh: tansu; scripts/postgres.sh: a throwaway
+# PostgreSQL 15 cluster; both on free loopback ports) and stops them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,7 @@ fi
 services=$(mktemp -d)
 cleanup() {
     ./scripts/kafka.sh stop "$services/kafka" || true
+    ./scripts/postgres.sh stop "$services/postgres" || true
     rm -rf "$services"
 }
 trap cleanup EXIT
@@ -23,5 +24,8 @@ trap cleanup EXIT
 RISKFLOW_TEST_BROKERS=$(./scripts/kafka.sh start "$services/kafka")
 export RISKFLOW_TEST_BROKERS
 echo "test broker (tansu): $RISKFLOW_TEST_BROKERS"
+RISKFLOW_TEST_POSTGRES=$(./scripts/postgres.sh start "$services/postgres")
+export RISKFLOW_TEST_POSTGRES
+echo "test database (PostgreSQL): $RISKFLOW_TEST_POSTGRES"
 
 cargo test --locked --all-targets

@@ -71,7 +71,7 @@ impl Checkpoint {
                     .get(&def.to_string())
                     .filter(|k| k.matches(def))
                     .cloned()
-                    .ok_or_else(|| def.clone())
+                    .ok_or(*def)
             })
             .collect()
     }
@@ -120,7 +120,7 @@ mod tests {
             }
         }
         let missing: FeatureDef = "sma(100)".parse().unwrap();
-        assert_eq!(back.kernels(&[missing.clone()]), Err(missing));
+        assert_eq!(back.kernels(&[missing]), Err(missing));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A path inside the repository.
 pub fn repo(path: &str) -> PathBuf {
@@ -137,4 +138,34 @@ pub fn table_rows(db: &Path, table: &str, order: &str) -> Vec<Vec<Value>> {
         db,
         &format!("SELECT {} FROM {table} ORDER BY {order}", cols.join(", ")),
     )
+}
+
+/// Starts the riskflow binary with `args` (from the repository root), capturing its output.
+pub fn spawn_riskflow(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_riskflow"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the riskflow binary starts")
+}
+
+/// Waits for a child to exit; returns (success, stdout, stderr).
+pub fn finish(child: Child) -> (bool, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `done` every 20 ms; fails after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -8,11 +8,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The broker `scripts/test.sh` started; a test that cannot reach one fails, never skips.
-fn brokers() -> String {
+pub fn brokers() -> String {
     std::env::var("RISKFLOW_TEST_BROKERS").expect(
         "RISKFLOW_TEST_BROKERS is not set: run the suite with scripts/test.sh, which starts a \
          Kafka-compatible broker (scripts/kafka.sh) for it",
@@ -20,7 +20,7 @@ fn brokers() -> String {
 }
 
 /// A topic name no other test (or earlier run against the same broker) uses.
-fn fresh_topic(name: &str) -> String {
+pub fn fresh_topic(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -28,7 +28,7 @@ fn fresh_topic(name: &str) -> String {
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
-fn produce_args(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> Vec<String> {
+pub fn produce_args(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "produce",
         "--input",
@@ -47,12 +47,17 @@ fn produce_args(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> V
     args
 }
 
-fn produce(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> String {
+pub fn produce(input: &Path, topic: &str, partitions: u32, extra: &[&str]) -> String {
     let args = produce_args(input, topic, partitions, extra);
     riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn stream_args(topic: &str, db: &Path, workers: u32, extra: &[&str]) -> Vec<String> {
+    stream_args_to(topic, &sqlite_store(db), workers, extra)
+}
+
+/// Arguments of a quiet `riskflow stream` of `topic` into `store`.
+pub fn stream_args_to(topic: &str, store: &str, workers: u32, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
         "stream",
         "--brokers",
@@ -60,7 +65,7 @@ fn stream_args(topic: &str, db: &Path, workers: u32, extra: &[&str]) -> Vec<Stri
         "--topic",
         topic,
         "--store",
-        &sqlite_store(db),
+        store,
         "-w",
         &workers.to_string(),
         "-q",
@@ -70,26 +75,6 @@ fn stream_args(topic: &str, db: &Path, workers: u32, extra: &[&str]) -> Vec<Stri
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
-}
-
-fn spawn_riskflow(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_riskflow"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the riskflow binary starts")
-}
-
-/// Waits for a child to exit; returns (success, stdout, stderr).
-fn finish(child: Child) -> (bool, String, String) {
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn interrupt(child: &Child) {
@@ -108,14 +93,6 @@ fn stored(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row("SELECT count(*) FROM loan_features", [], |r| r.get(0))
         .unwrap_or(0)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The batch run of `dataflows/features.toml` over `input`.

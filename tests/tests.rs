@@ -9,5 +9,6 @@ mod accounting;
 mod determinism;
 mod kafka;
 mod oracle;
+mod postgres;
 mod reader;
 mod versions;

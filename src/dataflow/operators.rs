@@ -443,7 +443,7 @@ mod tests {
                 let (input, rows) = scope.new_input::<Vec<LoanBatch>>();
                 (
                     input,
-                    rows.ordered_windows(&[def.clone()], vec![Kernel::new(&def)])
+                    rows.ordered_windows(&[def], vec![Kernel::new(&def)])
                         .capture(),
                 )
             });

@@ -199,6 +199,17 @@ impl EpochBatch {
         self.rows.is_empty() && self.dead_letters.is_empty() && self.stats.is_empty()
     }
 
+    /// The least and greatest `_row` of the epoch's rows.
+    pub fn row_range(&self) -> Option<(u64, u64)> {
+        let first = self.rows.iter().filter_map(|b| b.batch.first_row()).min()?;
+        let last = self
+            .rows
+            .iter()
+            .filter_map(|b| b.batch.rows.last().map(|r| r.row))
+            .max()?;
+        Some((first, last))
+    }
+
     pub fn row_count(&self) -> usize {
         self.rows.iter().map(FeatureBatch::len).sum()
     }

@@ -2,7 +2,7 @@
 //! target, in one transaction with its dead letters, stats and checkpoint.
 //!
 //! * **postgres** (`postgres://…`): binary `COPY … FROM STDIN` into a temporary staging table,
-//!   then `INSERT … SELECT … ON CONFLICT (_row, _version) DO NOTHING`.
+//!   then `INSERT … SELECT` of the rows the target lacks (idempotent on `(_row, _version)`).
 //! * **redshift** (`redshift://…`, spoken over the PostgreSQL protocol): only what Redshift
 //!   accepts — multi-row `INSERT` into staging (no `COPY FROM STDIN`), delete-insert from staging
 //!   instead of `ON CONFLICT`, one column per `ALTER TABLE ADD COLUMN`, keys declared but never
@@ -82,6 +82,7 @@ pub struct PostgresSink {
     /// Feature columns of the table, in column order.
     columns: Vec<(String, FeatureDef)>,
     value_at_column: Vec<Vec<Option<usize>>>,
+    statements: Statements,
 }
 
 impl PostgresSink {
@@ -100,6 +101,7 @@ impl PostgresSink {
             client: None,
             columns: Vec::new(),
             value_at_column: Vec::new(),
+            statements: Statements::new(),
         };
         sink.client = Some(sink.open_client().map_err(sink.error("connect"))?);
         Ok(sink)
@@ -320,6 +322,7 @@ impl PostgresSink {
         let dialect = self.dialect;
         let value_at_column = self.value_at_column.clone();
         let types = self.copy_types();
+        let statements = &mut self.statements;
         let client = self.client.as_mut().expect("connected");
         let mut tx = client.transaction()?;
         match dialect {
@@ -333,9 +336,15 @@ impl PostgresSink {
                     writer.write_raw(values.params())?;
                 }
                 writer.finish()?;
+                // Only the rows the table lacks (an epoch is written again only when its first
+                // commit's acknowledgement was lost): an anti-join over the epoch's `_row` range,
+                // then plain inserts, costs less than a speculative insert per row.
+                let (first, last) = batch.row_range().unwrap_or((0, 0));
                 tx.batch_execute(&format!(
-                    "INSERT INTO {table} ({names}) SELECT {names} FROM {table}_staging
-                     ON CONFLICT (_row, _version) DO NOTHING"
+                    "INSERT INTO {table} ({names}) SELECT {names} FROM {table}_staging AS s
+                     WHERE NOT EXISTS (SELECT 1 FROM {table} AS t
+                        WHERE t._row BETWEEN {first} AND {last}
+                          AND t._row = s._row AND t._version = s._version)"
                 ))?;
             }
             Dialect::Redshift => {
@@ -344,20 +353,25 @@ impl PostgresSink {
                     .map(|row| RowValues::of(row, &value_at_column, now))
                     .collect();
                 for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    insert_values(&mut tx, &format!("{table}_staging ({names})"), chunk, "")?;
+                    let into = format!("{table}_staging ({names})");
+                    insert_values(&mut tx, statements, &into, chunk, "")?;
                 }
+                // The epoch's rows are a range of `_row`: saying so lets the delete use the
+                // key (PostgreSQL) or the sort key's zone maps (Redshift) instead of a scan.
+                let (first, last) = batch.row_range().unwrap_or((0, 0));
                 tx.batch_execute(&format!(
                     "DELETE FROM {table} USING {table}_staging AS s
-                     WHERE {table}._row = s._row AND {table}._version = s._version;
+                     WHERE {table}._row BETWEEN {first} AND {last}
+                       AND {table}._row = s._row AND {table}._version = s._version;
                      INSERT INTO {table} ({names}) SELECT {names} FROM {table}_staging;
                      DELETE FROM {table}_staging"
                 ))?;
             }
         }
-        write_dead_letters(&mut tx, dialect, &table, batch, now)?;
-        write_stats(&mut tx, dialect, &table, batch)?;
+        write_dead_letters(&mut tx, statements, dialect, &table, batch, now)?;
+        write_stats(&mut tx, statements, dialect, &table, batch)?;
         if let Some(checkpoint) = &batch.checkpoint {
-            write_checkpoint(&mut tx, dialect, &table, checkpoint, now)?;
+            write_checkpoint(&mut tx, statements, dialect, &table, checkpoint, now)?;
         }
         tx.commit()
     }
@@ -451,6 +465,7 @@ impl Sink for PostgresSink {
                         let reconnect = is_retriable(&error);
                         if reconnect {
                             self.client = None;
+                            self.statements.clear();
                         }
                         (error.to_string(), reconnect, Some(error))
                     }
@@ -491,6 +506,7 @@ impl Sink for PostgresSink {
 
 fn write_dead_letters(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dialect: Dialect,
     table: &str,
     batch: &EpochBatch,
@@ -519,6 +535,7 @@ fn write_dead_letters(
         .collect();
     upsert(
         tx,
+        statements,
         dialect,
         "dead_letter",
         &["source_table", "_row"],
@@ -529,6 +546,7 @@ fn write_dead_letters(
 
 fn write_stats(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dialect: Dialect,
     table: &str,
     batch: &EpochBatch,
@@ -555,7 +573,15 @@ fn write_stats(
         .collect();
     let keys = ["table_name", "_version", "application_date", "column_name"];
     let totals = ["rows", "nulls", "mean", "sum_micros"];
-    upsert(tx, dialect, "feature_stats", &keys, &totals, &rows)
+    upsert(
+        tx,
+        statements,
+        dialect,
+        "feature_stats",
+        &keys,
+        &totals,
+        &rows,
+    )
 }
 
 /// Errors worth a new connection and another try: the connection broke or the server is
@@ -639,6 +665,7 @@ pub(super) fn shown_url(url: &str) -> String {
 /// Inserts rows of parameters with one multi-row `INSERT … VALUES … {suffix}`.
 fn insert_values<P: AsParams>(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     into: &str,
     rows: &[P],
     suffix: &str,
@@ -662,14 +689,27 @@ fn insert_values<P: AsParams>(
     }
     sql.push(' ');
     sql.push_str(suffix);
-    tx.execute(sql.as_str(), &params).map(|_| ())
+    let statement = match statements.get(&sql) {
+        Some(statement) => statement.clone(),
+        None => {
+            let statement = tx.prepare(&sql)?;
+            statements.insert(sql, statement.clone());
+            statement
+        }
+    };
+    tx.execute(&statement, &params).map(|_| ())
 }
+
+/// Statements prepared on the current connection, by their SQL (multi-row inserts are long to
+/// parse; each shape is prepared once per connection).
+type Statements = std::collections::HashMap<String, postgres::Statement>;
 
 /// Inserts rows into `table`: a row whose key is already there has its `replace` columns
 /// replaced, or is left as it is when `replace` is empty. `ON CONFLICT` in PostgreSQL; in
 /// Redshift, through a temporary table and delete-insert.
 fn upsert(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dialect: Dialect,
     table: &str,
     keys: &[&str],
@@ -692,13 +732,13 @@ fn upsert(
                         set.join(", ")
                     )
                 };
-                insert_values(tx, table, chunk, &on_conflict)?;
+                insert_values(tx, statements, table, chunk, &on_conflict)?;
             }
             Dialect::Redshift => {
                 tx.batch_execute(&format!(
                     "CREATE TEMP TABLE IF NOT EXISTS {table}_incoming (LIKE {table})"
                 ))?;
-                insert_values(tx, &format!("{table}_incoming"), chunk, "")?;
+                insert_values(tx, statements, &format!("{table}_incoming"), chunk, "")?;
                 let same_key = |a: &str, b: &str| {
                     keys.iter()
                         .map(|k| format!("{a}.{k} = {b}.{k}"))
@@ -731,6 +771,7 @@ fn upsert(
 /// Commits the checkpoint with the epoch.
 fn write_checkpoint(
     tx: &mut Transaction<'_>,
+    statements: &mut Statements,
     dialect: Dialect,
     table: &str,
     checkpoint: &Checkpoint,
@@ -747,6 +788,7 @@ fn write_checkpoint(
     ];
     upsert(
         tx,
+        statements,
         dialect,
         "dataflow_checkpoints",
         &["table_name", "source"],

@@ -1,0 +1,558 @@
+//! PostgreSQL and Redshift stores against a real PostgreSQL 15 (started by `scripts/test.sh`
+//! through `scripts/postgres.sh`): both dialects equal PostgreSQL's own window functions and the
+//! SQLite run; runs and streams killed with SIGKILL at random moments resume exactly once; a
+//! database outage mid-stream loses nothing; schema evolution adds columns, comments and views.
+
+use crate::common::*;
+use crate::kafka::{fresh_topic, produce, stream_args_to};
+use postgres::types::Type;
+use postgres::{Client, NoTls};
+use rusqlite::types::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The server `scripts/test.sh` started; a test that cannot reach one fails, never skips.
+fn server() -> String {
+    std::env::var("RISKFLOW_TEST_POSTGRES").expect(
+        "RISKFLOW_TEST_POSTGRES is not set: run the suite with scripts/test.sh, which starts a \
+         throwaway PostgreSQL cluster (scripts/postgres.sh) for it",
+    )
+}
+
+/// A new, empty database on `server` for one test; returns its URL.
+fn fresh_database(server: &str, name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let db = format!("{name}_{}_{nanos}", std::process::id());
+    let mut admin = Client::connect(server, NoTls).expect("the test server answers");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap();
+    let (base, _) = server.rsplit_once('/').unwrap();
+    format!("{base}/{db}")
+}
+
+fn redshift(url: &str) -> String {
+    url.replacen("postgres://", "redshift://", 1)
+}
+
+/// Rows of a query, as SQLite values so they compare with the SQLite store's.
+fn pg_rows(url: &str, sql: &str) -> Vec<Vec<Value>> {
+    let mut client = Client::connect(url, NoTls).unwrap();
+    client
+        .query(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    let ty = row.columns()[i].type_();
+                    if *ty == Type::FLOAT8 {
+                        row.get::<_, Option<f64>>(i)
+                            .map_or(Value::Null, Value::Real)
+                    } else if *ty == Type::INT8 {
+                        row.get::<_, Option<i64>>(i)
+                            .map_or(Value::Null, Value::Integer)
+                    } else if *ty == Type::INT4 {
+                        row.get::<_, Option<i32>>(i)
+                            .map_or(Value::Null, |v| Value::Integer(v.into()))
+                    } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
+                        row.get::<_, Option<String>>(i)
+                            .map_or(Value::Null, Value::Text)
+                    } else {
+                        panic!("{sql}: cast column {i} ({ty}) to text")
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn pg_count(url: &str, sql: &str) -> i64 {
+    match &pg_rows(url, sql)[0][0] {
+        Value::Integer(n) => *n,
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+const LOAN_FEATURES: &str = "SELECT amount_requested, application_date::text, loan_title, risk_score, \
+     debt_to_income_ratio, zip_code, state, employment_length, policy_code, ma50, ma100, _row, _version \
+     FROM loan_features ORDER BY _row, _version";
+const LOAN_FEATURES_SQLITE: &str = "SELECT amount_requested, application_date, loan_title, risk_score, \
+     debt_to_income_ratio, zip_code, state, employment_length, policy_code, ma50, ma100, _row, _version \
+     FROM loan_features ORDER BY _row, _version";
+const DEAD_LETTERS: &str =
+    "SELECT source_table, _row, reason, detail FROM dead_letter ORDER BY source_table, _row";
+const STATS: &str = "SELECT table_name, _version, application_date::text, column_name, rows, nulls, mean, sum_micros \
+     FROM feature_stats ORDER BY 1, 2, 3, 4";
+const STATS_SQLITE: &str =
+    "SELECT table_name, _version, application_date, column_name, rows, nulls, mean, sum_micros \
+     FROM feature_stats ORDER BY 1, 2, 3, 4";
+
+/// The tables a resumed run must reproduce exactly.
+fn store_tables(url: &str) -> [Vec<Vec<Value>>; 3] {
+    [
+        pg_rows(url, LOAN_FEATURES),
+        pg_rows(url, DEAD_LETTERS),
+        pg_rows(url, STATS),
+    ]
+}
+
+fn assert_same(what: &str, expected: &[Vec<Value>], actual: &[Vec<Value>]) {
+    assert_eq!(expected.len(), actual.len(), "{what}: row counts");
+    if let Some(i) = (0..expected.len()).find(|&i| expected[i] != actual[i]) {
+        panic!(
+            "{what} differs at row {i}:\n expected {:?}\n actual   {:?}",
+            expected[i], actual[i]
+        );
+    }
+}
+
+fn run_into(input: &Path, store: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        store,
+        "-q",
+    ];
+    args.extend(extra);
+    riskflow_ok(&args)
+}
+
+#[test]
+fn both_dialects_equal_postgres_window_functions_and_the_sqlite_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 30_000, "2007-2013", &["--quirks"]);
+    let sqlite = dir.path().join("s.db");
+    run_into(&input, &sqlite_store(&sqlite), &["-w", "2"]);
+    let server = server();
+    for (dialect, url) in [
+        ("postgres", fresh_database(&server, "dialect_pg")),
+        ("redshift", fresh_database(&server, "dialect_rs")),
+    ] {
+        let store = if dialect == "redshift" {
+            redshift(&url)
+        } else {
+            url.clone()
+        };
+        run_into(&input, &store, &["-w", "2", "--epoch-rows", "4096"]);
+
+        // PostgreSQL's own window functions over the stored rows.
+        let oracle = pg_rows(
+            &url,
+            "SELECT _row, _version, ma50, AVG(risk_score) OVER w50, ma100, AVG(risk_score) OVER w100
+             FROM loan_features
+             WINDOW w50 AS (ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW),
+                    w100 AS (ORDER BY _row ROWS BETWEEN 99 PRECEDING AND CURRENT ROW)
+             ORDER BY _row",
+        );
+        assert!(oracle.len() > 28_000, "{dialect}: {} rows", oracle.len());
+        for r in &oracle {
+            let version = &r[1];
+            if *version != Value::Integer(2) {
+                assert_eq!(r[2], r[3], "{dialect}: ma50 = sma(50) at {:?}", r[0]);
+            }
+            if *version != Value::Integer(0) {
+                assert_eq!(r[4], r[5], "{dialect}: ma100 = sma(100) at {:?}", r[0]);
+            }
+        }
+        let task1 = pg_rows(
+            &url,
+            "SELECT riskscorema50, AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW)
+             FROM risk_score_ma50 ORDER BY _row",
+        );
+        assert!(task1.len() > 50, "{dialect}: task 1 rows");
+        assert!(
+            task1.iter().all(|r| r[0] == r[1]),
+            "{dialect}: riskscorema50"
+        );
+
+        // And the SQLite run's tables, value for value.
+        assert_same(
+            &format!("{dialect} loan_features"),
+            &rows(&sqlite, LOAN_FEATURES_SQLITE),
+            &pg_rows(&url, LOAN_FEATURES),
+        );
+        assert_same(
+            &format!("{dialect} risk_score_ma50"),
+            &rows(
+                &sqlite,
+                "SELECT _row, riskscorema50, risk_score FROM risk_score_ma50 ORDER BY _row",
+            ),
+            &pg_rows(
+                &url,
+                "SELECT _row, riskscorema50, risk_score FROM risk_score_ma50 ORDER BY _row",
+            ),
+        );
+        assert_same(
+            &format!("{dialect} dead_letter"),
+            &rows(&sqlite, DEAD_LETTERS),
+            &pg_rows(&url, DEAD_LETTERS),
+        );
+        assert_same(
+            &format!("{dialect} feature_stats"),
+            &rows(&sqlite, STATS_SQLITE),
+            &pg_rows(&url, STATS),
+        );
+        // A rerun finds the checkpoint at the end and changes nothing.
+        let before = store_tables(&url);
+        run_into(&input, &store, &[]);
+        assert!(
+            before == store_tables(&url),
+            "{dialect}: a rerun changed the store"
+        );
+    }
+}
+
+/// Kills `args`' process with SIGKILL at `kills` random moments, restarting it each time, then
+/// lets it run to the end. Returns how many kills hit a running process.
+fn kill_and_restart(args: &[String], kills: usize, mut progressed: impl FnMut() -> i64) -> usize {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut random_ms = |low: u64, high: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        low + (seed >> 33) % (high - low)
+    };
+    let mut hits = 0;
+    for _ in 0..kills {
+        let before = progressed();
+        let mut child = spawn_riskflow(args);
+        // Wait for the run to commit something new, then kill it at a random moment after.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progressed() == before && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no progress after a restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(random_ms(0, 400)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            hits += 1;
+        }
+        let _ = child.wait();
+    }
+    let (ok, out, err) = finish(spawn_riskflow(args));
+    assert!(ok, "the last restart failed: {out}\n{err}");
+    hits
+}
+
+#[test]
+fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 150_000, "2008-2013", &["--quirks"]);
+    let server = server();
+    let reference = fresh_database(&server, "run_ref");
+    run_into(&input, &reference, &["dataflows/features.toml"]);
+    let expected = store_tables(&reference);
+
+    let url = fresh_database(&server, "run_killed");
+    let args: Vec<String> = [
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &url,
+        "-w",
+        "2",
+        "--epoch-rows",
+        "2048",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let hits = kill_and_restart(&args, 6, || committed_epoch(&url));
+    assert!(hits >= 5, "only {hits} kills hit a running process");
+    let actual = store_tables(&url);
+    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_same(what, e, a);
+    }
+}
+
+/// The highest epoch committed to `url` (-1 before the first).
+fn committed_epoch(url: &str) -> i64 {
+    let exists = pg_count(
+        url,
+        "SELECT count(*) FROM pg_tables WHERE tablename = 'dataflow_checkpoints'",
+    );
+    if exists == 0 {
+        return -1;
+    }
+    pg_count(
+        url,
+        "SELECT coalesce(max(epoch), -1) FROM dataflow_checkpoints",
+    )
+}
+
+#[test]
+fn a_stream_killed_at_random_moments_resumes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 120_000, "2008-2013", &["--quirks"]);
+    let server = server();
+    let reference = fresh_database(&server, "stream_ref");
+    run_into(&input, &reference, &["dataflows/features.toml"]);
+    let expected = store_tables(&reference);
+
+    let topic = fresh_topic("killed");
+    // Small markers intervals make many epochs, so every restart has commits to resume from.
+    produce(&input, &topic, 4, &["--marker-rows", "2000"]);
+    let url = fresh_database(&server, "stream_killed");
+    let args = stream_args_to(&topic, &url, 3, &["--until-complete"]);
+    let hits = kill_and_restart(&args, 6, || committed_epoch(&url));
+    assert!(hits >= 5, "only {hits} kills hit a running stream");
+    let actual = store_tables(&url);
+    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_same(what, e, a);
+    }
+    assert_eq!(
+        pg_count(
+            &url,
+            "SELECT count(*) FROM (SELECT DISTINCT _row, _version FROM loan_features) AS k"
+        ),
+        pg_count(&url, "SELECT count(*) FROM loan_features"),
+        "no duplicate (_row, _version)"
+    );
+}
+
+/// A PostgreSQL cluster of the test's own, so that stopping it disturbs no other test.
+struct OwnServer {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl OwnServer {
+    fn start() -> OwnServer {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(repo("scripts/postgres.sh"))
+            .arg("start")
+            .arg(dir.path().join("pg"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/postgres.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        OwnServer { dir, url }
+    }
+
+    fn control(&self, action: &str) {
+        let status = Command::new(repo("scripts/postgres.sh"))
+            .arg(action)
+            .arg(self.dir.path().join("pg"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/postgres.sh {action}");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.control("stop");
+    }
+}
+
+#[test]
+fn a_database_outage_mid_stream_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 60_000, "2008-2013", &["--quirks"]);
+    let own = OwnServer::start();
+    let reference = fresh_database(&own.url, "outage_ref");
+    run_into(&input, &reference, &["dataflows/features.toml"]);
+    let expected = store_tables(&reference);
+
+    let topic = fresh_topic("outage");
+    produce(&input, &topic, 3, &["--marker-rows", "1000"]);
+    let url = fresh_database(&own.url, "outage");
+    let stream = spawn_riskflow(&stream_args_to(&topic, &url, 2, &["--until-complete"]));
+    wait_until("the first commits", Duration::from_secs(60), || {
+        committed_epoch(&url) >= 2
+    });
+    own.control("pause");
+    std::thread::sleep(Duration::from_secs(3));
+    own.control("resume");
+    let (ok, out, err) = finish(stream);
+    assert!(ok, "the stream failed: {out}\n{err}");
+    assert!(
+        err.contains("unreachable"),
+        "the outage is in the log:\n{err}"
+    );
+    let actual = store_tables(&url);
+    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_same(what, e, a);
+    }
+}
+
+/// Columns of a table or view, in order.
+fn pg_columns(url: &str, table: &str) -> Vec<String> {
+    pg_rows(
+        url,
+        &format!(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = '{table}' ORDER BY ordinal_position"
+        ),
+    )
+    .into_iter()
+    .map(|r| match &r[0] {
+        Value::Text(t) => t.clone(),
+        other => panic!("{other:?}"),
+    })
+    .collect()
+}
+
+fn pg_comment(url: &str, table: &str, column: &str) -> String {
+    match &pg_rows(
+        url,
+        &format!(
+            "SELECT col_description('{table}'::regclass, ordinal_position::int)::text
+             FROM information_schema.columns WHERE table_name = '{table}' AND column_name = '{column}'"
+        ),
+    )[0][0]
+    {
+        Value::Text(t) => t.clone(),
+        other => panic!("no comment on {table}.{column}: {other:?}"),
+    }
+}
+
+#[test]
+fn evolution_adds_columns_comments_and_views_and_a_refusal_leaves_the_table_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 20_000, "2008-2013", &[]);
+    let versions = [
+        ("0", "2008-01-01", "ma50 = \"sma(50)\""),
+        (
+            "1",
+            "2009-01-01",
+            "ma50 = \"sma(50)\", ma100 = \"sma(100)\"",
+        ),
+        (
+            "2",
+            "2012-01-01",
+            "ma50 = \"ema(50)\", ma100 = \"sma(100)\"",
+        ),
+    ];
+    let plan = |upto: usize, extra: &str| {
+        let mut toml = String::from("table = \"evolving\"\n");
+        for (id, from, features) in &versions[..upto] {
+            toml.push_str(&format!(
+                "[[versions]]\nid = {id}\napplies_from = \"{from}\"\nfeatures = {{ {features} }}\n"
+            ));
+        }
+        toml.push_str(extra);
+        write_dataflow(dir.path(), &format!("evolve{upto}"), "2008-", &toml)
+    };
+    let server = server();
+    for dialect in ["postgres", "redshift"] {
+        let url = fresh_database(&server, &format!("evolve_{dialect}"));
+        let store = if dialect == "redshift" {
+            redshift(&url)
+        } else {
+            url.clone()
+        };
+        let run = |dataflow: &Path| {
+            riskflow(&[
+                "run",
+                dataflow.to_str().unwrap(),
+                "--input",
+                input.to_str().unwrap(),
+                "--store",
+                &store,
+                "-q",
+            ])
+        };
+        let base = "amount_requested application_date loan_title risk_score debt_to_income_ratio \
+                    zip_code state employment_length policy_code";
+        let with = |features: &str| {
+            format!("{base} {features} _row _version _modified_ts")
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+
+        assert!(run(&plan(1, "")).status.success());
+        assert_eq!(pg_columns(&url, "evolving"), with("ma50"), "{dialect} v0");
+        assert!(pg_comment(&url, "evolving", "ma50").contains("sma(50) since version 0"));
+
+        assert!(run(&plan(2, "")).status.success());
+        // ALTER TABLE ADD COLUMN appends; the views keep the documented order.
+        let mut evolved = with("ma50");
+        evolved.push("ma100".into());
+        assert_eq!(pg_columns(&url, "evolving"), evolved, "{dialect} v1");
+        assert!(pg_comment(&url, "evolving", "ma100").contains("sma(100) since version 1"));
+
+        assert!(run(&plan(3, "")).status.success());
+        assert_eq!(
+            pg_columns(&url, "evolving"),
+            evolved,
+            "{dialect}: v2 redefines ma50 without DDL"
+        );
+        let comment = pg_comment(&url, "evolving", "ma50");
+        assert!(
+            comment.contains("ema(50) since version 2")
+                && comment.contains("sma(50) in versions 0-1"),
+            "{dialect}: {comment}"
+        );
+        assert_eq!(pg_columns(&url, "evolving_v0"), with("ma50"));
+        assert_eq!(pg_columns(&url, "evolving_v1"), with("ma50 ma100"));
+        assert_eq!(pg_columns(&url, "evolving_v2"), with("ma50 ma100"));
+        assert_eq!(pg_columns(&url, "evolving_latest"), with("ma50 ma100"));
+        let per_version = pg_rows(
+            &url,
+            "SELECT _version, count(*)::bigint FROM evolving GROUP BY 1 ORDER BY 1",
+        );
+        assert_eq!(per_version.len(), 3, "{dialect}: {per_version:?}");
+        assert_eq!(
+            pg_count(&url, "SELECT count(*) FROM evolving_latest"),
+            pg_count(&url, "SELECT count(DISTINCT _row) FROM evolving")
+        );
+
+        // Dropping a feature is refused, and nothing changes.
+        let before = (
+            pg_columns(&url, "evolving"),
+            pg_rows(
+                &url,
+                "SELECT _row, _version, ma50, ma100 FROM evolving ORDER BY 1, 2",
+            ),
+        );
+        let refused = run(&plan(
+            3,
+            "[[versions]]\nid = 3\napplies_from = \"2013-01-01\"\nfeatures = { ma50 = \"ema(50)\" }\n",
+        ));
+        assert!(
+            !refused.status.success(),
+            "{dialect}: dropping ma100 was accepted"
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("ma100"), "{dialect}: {stderr}");
+        let after = (
+            pg_columns(&url, "evolving"),
+            pg_rows(
+                &url,
+                "SELECT _row, _version, ma50, ma100 FROM evolving ORDER BY 1, 2",
+            ),
+        );
+        assert!(
+            before == after,
+            "{dialect}: a refused evolution changed the table"
+        );
+    }
+}
