@@ -9,7 +9,8 @@
 #   scripts/postgres.sh pause DIR   stops the server but keeps its data (an outage)
 #   scripts/postgres.sh resume DIR  starts it again on the same port
 #
-# PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user.
+# PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user, and its
+# files live in a directory that user can reach (DIR/cluster names it).
 set -euo pipefail
 
 pg_bindir() {
@@ -45,11 +46,12 @@ as_owner() {
 }
 
 server_start() {
-    local dir=$1 bin port
+    local dir=$1 bin port cluster
     bin=$(cat "$dir/bindir")
     port=$(cat "$dir/port")
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1" \
+    cluster=$(cat "$dir/cluster")
+    as_owner "$bin/pg_ctl" -D "$cluster/data" -l "$cluster/server.log" -w -t 60 \
+        -o "-p $port -k $cluster -c listen_addresses=127.0.0.1" \
         start >/dev/null
 }
 
@@ -61,11 +63,14 @@ start() {
     port=$(free_port)
     echo "$bin" >"$dir/bindir"
     echo "$port" >"$dir/port"
+    local cluster=$dir
     if [[ $(id -u) -eq 0 ]]; then
-        chown postgres "$dir"
-        chmod 755 "$dir"
+        cluster=$(mktemp -d "${TMPDIR:-/tmp}/riskflow-postgres.XXXXXX")
+        chmod 755 "$cluster"
+        chown postgres "$cluster"
     fi
-    as_owner "$bin/initdb" -D "$dir/data" -U riskflow --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+    echo "$cluster" >"$dir/cluster"
+    as_owner "$bin/initdb" -D "$cluster/data" -U riskflow --auth=trust --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     server_start "$dir"
     as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U riskflow riskflow
@@ -73,18 +78,19 @@ start() {
 }
 
 stop() {
-    local dir=$1
+    local dir=$1 cluster
     [[ -d "$dir" ]] || return 0
-    if [[ -f "$dir/bindir" && -f "$dir/data/postmaster.pid" ]]; then
-        as_owner "$(cat "$dir/bindir")/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    cluster=$(cat "$dir/cluster" 2>/dev/null || echo "$dir")
+    if [[ -f "$dir/bindir" && -f "$cluster/data/postmaster.pid" ]]; then
+        as_owner "$(cat "$dir/bindir")/pg_ctl" -D "$cluster/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi
-    rm -rf "$dir"
+    rm -rf "$cluster" "$dir"
 }
 
 case "${1:-}" in
 start) start "${2:?usage: postgres.sh start DIR}" ;;
 stop) stop "${2:?usage: postgres.sh stop DIR}" ;;
-pause) as_owner "$(cat "${2:?usage: postgres.sh pause DIR}/bindir")/pg_ctl" -D "$2/data" -m fast -w stop >/dev/null ;;
+pause) as_owner "$(cat "${2:?usage: postgres.sh pause DIR}/bindir")/pg_ctl" -D "$(cat "$2/cluster")/data" -m fast -w stop >/dev/null ;;
 resume) server_start "${2:?usage: postgres.sh resume DIR}" ;;
 *)
     echo "usage: postgres.sh start|stop|pause|resume DIR" >&2
