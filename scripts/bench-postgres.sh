@@ -26,7 +26,7 @@ trap './scripts/postgres.sh stop "$pg"' EXIT
 server=$(./scripts/postgres.sh start "$pg")
 psql="$(cat "$pg/bindir")/psql"
 database() { # a fresh database; prints its URL
-    "$psql" "$server" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+    PGOPTIONS="-c client_min_messages=warning" "$psql" "$server" -qc "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
     echo "${server%/*}/$1"
 }
 seconds() { python3 -c 'import time; print(time.perf_counter())'; }

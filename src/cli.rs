@@ -94,7 +94,7 @@ pub struct StreamArgs {
     /// Consumer group the offsets are committed under (default: riskflow-<table>).
     #[arg(long, env = "RISKFLOW_GROUP")]
     pub group: Option<String>,
-    /// Where to store: sqlite:PATH or csv:PATH.
+    /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
     #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
     pub store: StoreUrl,
     /// Worker threads; worker i reads the partitions p with p % workers == i.
@@ -118,7 +118,7 @@ pub struct RunArgs {
     /// Input CSV, plain or gzip (default: data/sample_2007_2013.csv, generated on first use).
     #[arg(long, env = "RISKFLOW_INPUT")]
     pub input: Option<PathBuf>,
-    /// Where to store: sqlite:PATH or csv:PATH.
+    /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
     #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
     pub store: StoreUrl,
     /// Worker threads.

@@ -290,27 +290,34 @@ impl PostgresSink {
         result.map_err(self.error(format!("create the comments and views of {table}")))
     }
 
-    /// The session's staging tables (temporary, so every connection has its own).
-    fn create_staging(&mut self) -> Result<(), SinkError> {
-        let table = self.table.clone();
+    /// `CREATE TEMP TABLE` of the staging table (temporary, so every connection has its own).
+    fn staging_ddl(&self) -> String {
         let columns = self
             .table_columns()
             .iter()
             .map(|(n, t)| format!("{n} {t}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let on_commit = match self.dialect {
-            Dialect::Postgres => " ON COMMIT DELETE ROWS",
-            Dialect::Redshift => "",
-        };
+        format!("CREATE TEMP TABLE {}_staging ({columns})", self.table)
+    }
+
+    /// PostgreSQL: one staging table per session, emptied by every commit (a truncation, which
+    /// leaves nothing behind). Redshift has no `ON COMMIT` and its `TRUNCATE` commits, so there
+    /// each epoch creates and drops its own (emptying by `DELETE` would leave dead rows that
+    /// every later epoch scans again).
+    fn create_staging(&mut self) -> Result<(), SinkError> {
+        if self.dialect == Dialect::Redshift {
+            return Ok(());
+        }
         let sql = format!(
-            "DROP TABLE IF EXISTS {table}_staging;
-             CREATE TEMP TABLE {table}_staging ({columns}){on_commit}"
+            "DROP TABLE IF EXISTS {table}_staging; {ddl} ON COMMIT DELETE ROWS",
+            table = self.table,
+            ddl = self.staging_ddl()
         );
         let client = self.client.as_mut().expect("connected");
         client
             .batch_execute(&sql)
-            .map_err(self.error(format!("create {table}_staging")))
+            .map_err(self.error(format!("create {}_staging", self.table)))
     }
 
     /// Writes an epoch in one transaction; an error is retried by the caller when it is about the
@@ -322,6 +329,7 @@ impl PostgresSink {
         let dialect = self.dialect;
         let value_at_column = self.value_at_column.clone();
         let types = self.copy_types();
+        let staging_ddl = self.staging_ddl();
         let statements = &mut self.statements;
         let client = self.client.as_mut().expect("connected");
         let mut tx = client.transaction()?;
@@ -352,6 +360,7 @@ impl PostgresSink {
                     .rows()
                     .map(|row| RowValues::of(row, &value_at_column, now))
                     .collect();
+                tx.batch_execute(&staging_ddl)?;
                 for chunk in rows.chunks(ROWS_PER_INSERT) {
                     let into = format!("{table}_staging ({names})");
                     insert_values(&mut tx, statements, &into, chunk, "")?;
@@ -364,7 +373,7 @@ impl PostgresSink {
                      WHERE {table}._row BETWEEN {first} AND {last}
                        AND {table}._row = s._row AND {table}._version = s._version;
                      INSERT INTO {table} ({names}) SELECT {names} FROM {table}_staging;
-                     DELETE FROM {table}_staging"
+                     DROP TABLE {table}_staging"
                 ))?;
             }
         }
@@ -736,7 +745,7 @@ fn upsert(
             }
             Dialect::Redshift => {
                 tx.batch_execute(&format!(
-                    "CREATE TEMP TABLE IF NOT EXISTS {table}_incoming (LIKE {table})"
+                    "CREATE TEMP TABLE {table}_incoming (LIKE {table})"
                 ))?;
                 insert_values(tx, statements, &format!("{table}_incoming"), chunk, "")?;
                 let same_key = |a: &str, b: &str| {
@@ -760,7 +769,7 @@ fn upsert(
                 tx.batch_execute(&format!(
                     "{make_room};
                      INSERT INTO {table} SELECT * FROM {table}_incoming;
-                     DELETE FROM {table}_incoming"
+                     DROP TABLE {table}_incoming"
                 ))?;
             }
         }
@@ -912,4 +921,64 @@ impl ToSql for FeatureValue {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::FeatureSetVersion;
+
+    #[test]
+    fn passwords_are_hidden_and_urls_without_one_stay_as_they_are() {
+        assert_eq!(
+            shown_url("postgres://ann:s3cr@t@db.example:5432/features"),
+            "postgres://ann:***@db.example:5432/features"
+        );
+        assert_eq!(
+            shown_url("postgres://ann@127.0.0.1:5432/db"),
+            "postgres://ann@127.0.0.1:5432/db"
+        );
+    }
+
+    #[test]
+    fn dates_count_days_from_2000_as_postgres_does() {
+        let day = |s: &str| Date::parse(s).unwrap().days_since_2000();
+        assert_eq!(day("2000-01-01"), 0);
+        assert_eq!(day("2000-03-01"), 60);
+        assert_eq!(day("1999-12-31"), -1);
+        assert_eq!(day("2007-05-26"), 2702);
+        assert_eq!(day("2018-12-31"), 6939);
+    }
+
+    #[test]
+    fn column_comments_give_each_definition_with_its_versions() {
+        let version = |id: u32, features: &[(&str, &str)]| FeatureSetVersion {
+            id,
+            applies_from: Date::from_ymd(2007 + id, 1, 1).unwrap(),
+            features: features
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
+                .collect(),
+            registered_by: String::new(),
+            registered_at: String::new(),
+        };
+        let plan = FeaturePlan::new(
+            "t",
+            vec![
+                version(0, &[("ma50", "sma(50)")]),
+                version(1, &[("ma50", "sma(50)"), ("ma100", "sma(100)")]),
+                version(2, &[("ma50", "ema(50)"), ("ma100", "sma(100)")]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            column_comment(&plan, "ma50"),
+            "riskflow feature: ema(50) since version 2 (sma(50) in versions 0-1; ema(50) in version 2)"
+        );
+        assert_eq!(
+            column_comment(&plan, "ma100"),
+            "riskflow feature: sma(100) since version 1 (sma(100) in versions 1-2)"
+        );
+        assert_eq!(hex(b"\x00\xffab", 3), "00ff61");
+    }
 }
