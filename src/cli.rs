@@ -11,6 +11,7 @@ use crate::kafka::{produce, MessageFormat, ProduceOptions, StreamOptions};
 use crate::record::YearRange;
 use crate::sink::StoreUrl;
 use crate::source::Chunking;
+use crate::status;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -45,6 +46,22 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Consume a Kafka topic's partitions into the versioned feature store, live.
     Stream(StreamArgs),
+    /// Show what a store holds and where each dataflow stands (and, given the brokers, the lag
+    /// behind each partition).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The store: sqlite:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
+    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
+    pub store: StoreUrl,
+    /// Kafka bootstrap servers: also show each streamed partition's end and lag.
+    #[arg(long, env = "RISKFLOW_BROKERS")]
+    pub brokers: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -166,7 +183,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => gen_command(args),
         Command::Produce(args) => produce_command(args),
         Command::Stream(args) => stream_command(args),
+        Command::Status(args) => status_command(args),
     }
+}
+
+fn status_command(args: StatusArgs) -> anyhow::Result<()> {
+    let statuses = status::read(&args.store, args.brokers.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else {
+        print!("{}", status::render(&statuses));
+    }
+    Ok(())
 }
 
 fn produce_command(args: ProduceArgs) -> anyhow::Result<()> {

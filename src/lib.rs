@@ -17,4 +17,5 @@ pub mod plan;
 pub mod record;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod time;

@@ -18,6 +18,11 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
+/// A nanosecond timestamp (as `_modified_ts` holds them) as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339_from_nanos(nanos: i64) -> String {
+    rfc3339((nanos.max(0) / 1_000_000_000) as u64)
+}
+
 fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

@@ -4,7 +4,7 @@
 //! database outage mid-stream loses nothing; schema evolution adds columns, comments and views.
 
 use crate::common::*;
-use crate::kafka::{fresh_topic, produce, stream_args_to};
+use crate::kafka::{brokers, fresh_topic, produce, stream_args_to};
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 use rusqlite::types::Value;
@@ -326,6 +326,34 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
         ),
         pg_count(&url, "SELECT count(*) FROM loan_features"),
         "no duplicate (_row, _version)"
+    );
+
+    // `status` reads the same store: rows per version, and every partition caught up.
+    let status: serde_json::Value = serde_json::from_str(&riskflow_ok(&[
+        "status",
+        "--json",
+        "--store",
+        &url,
+        "--brokers",
+        &brokers(),
+    ]))
+    .unwrap();
+    let features = &status[0];
+    assert_eq!(features["table"], "loan_features");
+    let stored: i64 = features["rows"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_i64().unwrap())
+        .sum();
+    assert_eq!(stored, pg_count(&url, "SELECT count(*) FROM loan_features"));
+    let partitions = features["checkpoints"][0]["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 4, "{status}");
+    assert!(
+        partitions
+            .iter()
+            .all(|p| p["lag"] == 0 && p["end"].is_i64()),
+        "{status}"
     );
 }
 

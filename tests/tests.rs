@@ -11,4 +11,5 @@ mod kafka;
 mod oracle;
 mod postgres;
 mod reader;
+mod status;
 mod versions;

@@ -38,6 +38,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -216,6 +217,24 @@ pub fn partition_sizes(
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<i64>, KafkaError> {
+    Ok(watermarks(brokers, topic, partitions)?
+        .into_iter()
+        .map(|(low, high)| high - low)
+        .collect())
+}
+
+/// The end (high watermark) of each partition of `topic`; empty when the topic is missing.
+pub fn partition_ends(brokers: &str, topic: &str) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let partitions = partition_count(brokers, topic)?.unwrap_or(0);
+    Ok(watermarks(brokers, topic, partitions)?
+        .into_iter()
+        .enumerate()
+        .map(|(p, (_, high))| (p as i32, high))
+        .collect())
+}
+
+/// `(low, high)` watermarks of partitions `0..partitions`.
+fn watermarks(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<(i64, i64)>, KafkaError> {
     let consumer: BaseConsumer = base_config(brokers)
         .create()
         .map_err(KafkaError::client("creating a metadata client", brokers))?;
@@ -223,7 +242,6 @@ pub fn partition_sizes(
         .map(|p| {
             consumer
                 .fetch_watermarks(topic, p, REQUEST_TIMEOUT)
-                .map(|(low, high)| high - low)
                 .map_err(KafkaError::client(
                     format!("reading the offsets of {topic}/{p}"),
                     brokers,

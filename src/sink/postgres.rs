@@ -476,10 +476,10 @@ impl Sink for PostgresSink {
                             self.client = None;
                             self.statements.clear();
                         }
-                        (error.to_string(), reconnect, Some(error))
+                        (error_chain(&error), reconnect, Some(error))
                     }
                 },
-                Err(error) => (error.to_string(), true, None),
+                Err(error) => (error_chain(&error), true, None),
             };
             let (message, retriable, source) = error;
             if !retriable || started.elapsed() > RETRY_FOR {
@@ -591,6 +591,18 @@ fn write_stats(
         &totals,
         &rows,
     )
+}
+
+/// An error with its causes: `connect: connection refused`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 /// Errors worth a new connection and another try: the connection broke or the server is
