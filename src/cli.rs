@@ -33,6 +33,16 @@ pub struct Cli {
     /// Log filter (e.g. `info`, `riskflow=debug`).
     #[arg(long, global = true, env = "RISKFLOW_LOG", default_value = "warn")]
     pub log: String,
+    /// Log lines as readable text or as JSON objects (one per line, fields flattened).
+    #[arg(long, global = true, env = "RISKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,9 +7,10 @@ mod common;
 
 mod accounting;
 mod determinism;
+mod hostile;
 mod kafka;
+mod operate;
 mod oracle;
 mod postgres;
 mod reader;
-mod status;
 mod versions;

@@ -1,4 +1,4 @@
-//! `riskflow status` reports what the store holds: the numbers must be the store's own counts.
+//! Operating riskflow: `status` reports the store's own counts; logs can be JSON lines.
 
 use crate::common::*;
 use serde_json::Value as Json;
@@ -70,4 +70,36 @@ fn status_reports_the_counts_a_run_stored() {
         "{text}"
     );
     assert!(text.contains("last row 20000"), "{text}");
+}
+
+#[test]
+fn logs_can_be_json_lines_with_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 2_000, "2008-2012", &[]);
+    let out = riskflow(&[
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(&dir.path().join("l.db")),
+        "-q",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Json> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let running = lines
+        .iter()
+        .find(|l| l["message"] == "Running dataflow.")
+        .expect("the run is logged");
+    assert_eq!(running["level"], "INFO");
+    assert_eq!(running["table"], "loan_features");
+    assert_eq!(running["workers"], 1);
 }
