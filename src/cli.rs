@@ -1,5 +1,6 @@
 //! Command-line interface: one subcommand per job; every flag can also come from a
-//! `RISKFLOW_*` environment variable.
+//! `RISKFLOW_*` environment variable, and connection settings from a profile file
+//! ([`crate::profile`]).
 
 use crate::dataflow::{EngineOptions, RunReport};
 use crate::gen::{generate, GenOptions};
@@ -33,6 +34,10 @@ pub struct Cli {
     /// Log filter (e.g. `info`, `riskflow=debug`).
     #[arg(long, global = true, env = "RISKFLOW_LOG", default_value = "warn")]
     pub log: String,
+    /// A profile of settings (store, brokers, topic, workers, …; see config/local.toml) that the
+    /// environment and flags override.
+    #[arg(long, global = true, env = "RISKFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Log lines as readable text or as JSON objects (one per line, fields flattened).
     #[arg(long, global = true, env = "RISKFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -14,6 +14,7 @@ pub mod job;
 pub mod kafka;
 pub mod parse;
 pub mod plan;
+pub mod profile;
 pub mod record;
 pub mod sink;
 pub mod source;

@@ -5,6 +5,12 @@ use riskflow::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // Profile settings fill in what neither the environment nor a flag sets.
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(error) = riskflow::profile::apply(&args) {
+        eprintln!("error: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn")))

@@ -103,3 +103,72 @@ fn logs_can_be_json_lines_with_their_fields() {
     assert_eq!(running["table"], "loan_features");
     assert_eq!(running["workers"], 1);
 }
+
+#[test]
+fn settings_come_from_the_profile_then_the_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 200, "2008-2009", &[]);
+    let store = |name: &str| sqlite_store(&dir.path().join(format!("{name}.db")));
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!("store = \"{}\"\nworkers = 2\n", store("file")),
+    )
+    .unwrap();
+    let run = |env_store: Option<String>, flag_store: Option<String>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_riskflow"));
+        command
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("RISKFLOW_STORE")
+            .args([
+                "--config",
+                profile.to_str().unwrap(),
+                "run",
+                "dataflows/features.toml",
+            ])
+            .args(["--input", input.to_str().unwrap(), "-q"]);
+        if let Some(store) = env_store {
+            command.env("RISKFLOW_STORE", store);
+        }
+        if let Some(store) = flag_store {
+            command.args(["--store", &store]);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let exists = |name: &str| dir.path().join(format!("{name}.db")).exists();
+
+    run(None, None);
+    assert!(exists("file"), "the profile's store is used");
+    run(Some(store("env")), None);
+    assert!(exists("env"), "the environment overrides the profile");
+    run(Some(store("env2")), Some(store("flag")));
+    assert!(exists("flag") && !exists("env2"), "a flag overrides both");
+
+    std::fs::write(&profile, "store = \"sqlite:x.db\"\nbrokerz = \"h:1\"\n").unwrap();
+    let out = riskflow(&["--config", profile.to_str().unwrap(), "status"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("brokerz"),
+        "the unknown key is named: {stderr}"
+    );
+}
+
+#[test]
+fn passwords_are_never_printed() {
+    // An unreachable server with a password in its URL: the error names the store, not the secret.
+    let out = riskflow(&[
+        "status",
+        "--store",
+        "postgres://ann:hunter2@127.0.0.1:1/riskflow",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ann:***@127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
