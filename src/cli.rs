@@ -12,7 +12,7 @@ use crate::kafka::{produce, MessageFormat, ProduceOptions, StreamOptions};
 use crate::record::YearRange;
 use crate::sink::StoreUrl;
 use crate::source::Chunking;
-use crate::status;
+use crate::{metrics, status};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -138,6 +138,9 @@ pub struct StreamArgs {
     /// Also publish every stored row to this topic as Kafka Connect JSON.
     #[arg(long, env = "RISKFLOW_OUTFLOW_TOPIC")]
     pub outflow_topic: Option<String>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "RISKFLOW_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Print only the one-line summary.
     #[arg(short, long)]
     pub quiet: bool,
@@ -159,6 +162,9 @@ pub struct RunArgs {
     /// Records per epoch: the unit of ordering and of store transactions.
     #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 16_384)]
     pub epoch_rows: u64,
+    /// Serve Prometheus metrics on this address (GET /metrics) while the run lasts.
+    #[arg(long, env = "RISKFLOW_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Print only the one-line summary per dataflow.
     #[arg(short, long)]
     pub quiet: bool,
@@ -202,6 +208,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Starts the metrics endpoint when an address is given.
+fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
+    if let Some(addr) = addr {
+        let bound =
+            metrics::serve(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(address = %bound, "Serving Prometheus metrics on /metrics.");
+    }
+    Ok(())
+}
+
 fn status_command(args: StatusArgs) -> anyhow::Result<()> {
     let statuses = status::read(&args.store, args.brokers.as_deref())?;
     if args.json {
@@ -240,6 +256,7 @@ fn produce_command(args: ProduceArgs) -> anyhow::Result<()> {
 }
 
 fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
+    serve_metrics(args.metrics_addr.as_deref())?;
     let path = args
         .dataflow
         .unwrap_or_else(|| PathBuf::from("dataflows/features.toml"));
@@ -289,6 +306,7 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
 }
 
 fn run_command(args: RunArgs) -> anyhow::Result<()> {
+    serve_metrics(args.metrics_addr.as_deref())?;
     let input = match args.input {
         Some(input) => input,
         None => ensure_sample(Path::new(SAMPLE_PATH))?,

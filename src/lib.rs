@@ -12,6 +12,7 @@ pub mod features;
 pub mod gen;
 pub mod job;
 pub mod kafka;
+pub mod metrics;
 pub mod parse;
 pub mod plan;
 pub mod profile;

@@ -364,3 +364,109 @@ fn consume(topic: &str, at_least: usize) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// `GET /metrics` from `addr`: each sample line as (name with labels, value).
+fn scrape(addr: &str) -> Vec<(String, f64)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("the metrics endpoint answers");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: riskflow\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn metric_sum(samples: &[(String, f64)], prefix: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn the_metrics_endpoint_reports_what_the_stream_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 6_000, "2008-2012", &["--quirks"]);
+    let topic = fresh_topic("metrics");
+    let produced = produce(&input, &topic, 2, &["--marker-rows", "1000"]);
+    let sent: f64 = produced.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let db = dir.path().join("m.db");
+    let stream = spawn_riskflow(&stream_args(&topic, &db, 2, &["--metrics-addr", &addr]));
+    // Every record is read and committed: stored or dead-lettered (none filtered: 2008-).
+    let committed =
+        || stored(&db) + count_or_zero(&db, "SELECT count(*) FROM dead_letter") == sent as i64;
+    wait_until("the whole topic", Duration::from_secs(60), committed);
+    let samples = scrape(&addr);
+    interrupt(&stream);
+    let (ok, out, err) = finish(stream);
+    assert!(ok, "{out}\n{err}");
+
+    let get = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
+            .1
+    };
+    assert_eq!(
+        get("riskflow_records_read_total{table=\"loan_features\"}"),
+        sent
+    );
+    assert_eq!(
+        metric_sum(
+            &samples,
+            "riskflow_rows_stored_total{table=\"loan_features\""
+        ),
+        stored(&db) as f64
+    );
+    for version in 0..3 {
+        let name =
+            format!("riskflow_rows_stored_total{{table=\"loan_features\",version=\"{version}\"}}");
+        let sql = format!("SELECT count(*) FROM loan_features WHERE _version = {version}");
+        assert_eq!(get(&name), count(&db, &sql) as f64, "version {version}");
+    }
+    assert_eq!(
+        metric_sum(
+            &samples,
+            "riskflow_dead_letters_total{table=\"loan_features\""
+        ),
+        count(&db, "SELECT count(*) FROM dead_letter") as f64
+    );
+    assert!(get("riskflow_store_commit_seconds_count{table=\"loan_features\"}") > 0.0);
+    // Markers every 1,000 rows: epochs 0..=5 at least.
+    assert!(get("riskflow_durable_epoch{table=\"loan_features\"}") >= 5.0);
+    for partition in 0..2 {
+        let labels = format!("{{topic=\"{topic}\",partition=\"{partition}\"}}");
+        assert!(get(&format!("riskflow_kafka_committed_offset{labels}")) > 0.0);
+        assert_eq!(
+            get(&format!("riskflow_kafka_lag{labels}")),
+            0.0,
+            "partition {partition}"
+        );
+    }
+}
+
+/// A count, or 0 while the table does not exist yet.
+fn count_or_zero(db: &Path, sql: &str) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}

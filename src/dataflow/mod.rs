@@ -25,6 +25,7 @@ pub use stats::{StatDelta, StatKey, StatSums};
 
 use crate::checkpoint::{Checkpoint, Position, Resume};
 use crate::features::{FeatureValues, Kernel};
+use crate::metrics;
 use crate::plan::FeaturePlan;
 use crate::record::{LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError, StatTotal};
@@ -225,6 +226,8 @@ const PREVIEW_ROWS: usize = 4;
 /// State shared by the workers of one run: counters, the first error, and the stop flag.
 #[derive(Default)]
 pub struct RunState {
+    /// The table the run writes (the label of its metrics).
+    table: String,
     records_read: AtomicU64,
     filtered: AtomicU64,
     failed: AtomicBool,
@@ -255,9 +258,25 @@ impl RunState {
     fn add_read(&self, read: u64, filtered: u64) {
         self.records_read.fetch_add(read, Ordering::Relaxed);
         self.filtered.fetch_add(filtered, Ordering::Relaxed);
+        metrics::global().read(&self.table, read, filtered);
     }
 
-    fn record_epoch(&self, batch: &EpochBatch) {
+    /// Counts a committed epoch (which took `latency`) in the report and the metrics.
+    fn record_epoch(&self, batch: &EpochBatch, latency: Duration) {
+        let metrics = metrics::global();
+        metrics.committed(&self.table, batch.epoch, latency);
+        for dead in &batch.dead_letters {
+            metrics.dead_lettered(&self.table, dead.reason.code());
+        }
+        let mut stored: BTreeMap<u32, u64> = BTreeMap::new();
+        for rows in &batch.rows {
+            for version in &rows.versions {
+                *stored.entry(*version).or_default() += 1;
+            }
+        }
+        for (version, rows) in stored {
+            metrics.stored(&self.table, version, rows);
+        }
         let mut report = self.report.lock().expect("report lock");
         report.dead_lettered += batch.dead_letters.len() as u64;
         for (row, version, values) in batch.rows() {
@@ -335,7 +354,10 @@ pub fn run(
     options: EngineOptions,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let state = Arc::new(RunState::default());
+    let state = Arc::new(RunState {
+        table: job.plan.table.clone(),
+        ..RunState::default()
+    });
     let sink = Mutex::new(Some(sink));
     let job = job.clone();
     let shared = Arc::clone(&state);

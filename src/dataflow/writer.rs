@@ -40,8 +40,9 @@ impl StoreWriter {
                     if state.failed() {
                         break;
                     }
+                    let started = std::time::Instant::now();
                     match sink.write_epoch(&batch) {
-                        Ok(()) => state.record_epoch(&batch),
+                        Ok(()) => state.record_epoch(&batch, started.elapsed()),
                         Err(error) => state.fail(error.into()),
                     }
                     done.store(batch.epoch + 1, Ordering::Release);

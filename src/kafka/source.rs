@@ -350,6 +350,26 @@ impl KafkaSource {
         self.options.until_complete && self.partitions.values().all(|p| p.complete)
     }
 
+    /// The partition's end (high watermark) as librdkafka last saw it in a fetch response,
+    /// without asking the broker; `None` before the first fetch.
+    fn cached_end(&self, partition: i32) -> Option<i64> {
+        let topic = std::ffi::CString::new(self.options.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid while `self.consumer` lives; the topic is a
+        // NUL-terminated string that outlives the call; librdkafka only writes the two i64s.
+        let error = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (error == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
+    }
+
     /// Offsets of the epochs below `frontier`, taken off the partitions' lists.
     fn durable_offsets(&mut self, frontier: u64) -> TopicPartitionList {
         let mut offsets = TopicPartitionList::new();
@@ -436,6 +456,19 @@ impl Source for KafkaSource {
             }
         }
         let offsets = self.durable_offsets(frontier);
+        for element in offsets.elements() {
+            if let Offset::Offset(offset) = element.offset() {
+                let lag = self
+                    .cached_end(element.partition())
+                    .map(|high| (high - offset).max(0));
+                crate::metrics::global().partition(
+                    &self.options.topic,
+                    element.partition(),
+                    offset,
+                    lag,
+                );
+            }
+        }
         if offsets.count() > 0 {
             self.consumer
                 .commit(&offsets, CommitMode::Async)

@@ -503,6 +503,7 @@ impl Sink for PostgresSink {
                 error = message.as_str(),
                 "The store is unreachable; retrying the epoch."
             );
+            crate::metrics::global().store_retry(&self.table);
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
