@@ -9,10 +9,10 @@ use crate::job::{
     DEFAULT_DATAFLOWS,
 };
 use crate::kafka::{produce, MessageFormat, ProduceOptions, StreamOptions};
-use crate::record::YearRange;
+use crate::record::{Date, YearRange};
 use crate::sink::StoreUrl;
 use crate::source::Chunking;
-use crate::{metrics, status};
+use crate::{metrics, plot, status};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -64,6 +64,35 @@ pub enum Command {
     /// Show what a store holds and where each dataflow stands (and, given the brokers, the lag
     /// behind each partition).
     Status(StatusArgs),
+    /// Draw a table's daily means (risk_score and each feature definition) as a PNG, with the
+    /// version boundaries marked.
+    Plot(PlotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The store: sqlite:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
+    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
+    pub store: StoreUrl,
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The feature table.
+    #[arg(long, default_value = "loan_features")]
+    pub table: String,
+    /// First application date (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub from: Option<Date>,
+    /// Last application date (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub to: Option<Date>,
+    /// Only this version's rows.
+    #[arg(long)]
+    pub version: Option<u32>,
+}
+
+fn parse_date(text: &str) -> Result<Date, String> {
+    Date::parse(text).ok_or_else(|| format!("`{text}` is not a date (YYYY-MM-DD)"))
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => produce_command(args),
         Command::Stream(args) => stream_command(args),
         Command::Status(args) => status_command(args),
+        Command::Plot(args) => plot_command(args),
     }
 }
 
@@ -215,6 +245,28 @@ fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
             metrics::serve(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!(address = %bound, "Serving Prometheus metrics on /metrics.");
     }
+    Ok(())
+}
+
+fn plot_command(args: PlotArgs) -> anyhow::Result<()> {
+    let options = plot::PlotOptions {
+        table: args.table,
+        from: args.from,
+        to: args.to,
+        version: args.version,
+    };
+    let summary = plot::plot(&args.store, &options, &args.out)?;
+    let series: Vec<String> = summary
+        .series
+        .iter()
+        .map(|(label, points)| format!("{label} ({points} days)"))
+        .collect();
+    println!(
+        "wrote {} — {} days: {}",
+        args.out.display(),
+        summary.days,
+        series.join(", ")
+    );
     Ok(())
 }
 

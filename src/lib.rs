@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod parse;
 pub mod plan;
+pub mod plot;
 pub mod profile;
 pub mod record;
 pub mod sink;

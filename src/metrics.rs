@@ -166,7 +166,6 @@ impl Metrics {
             "gauge",
             "Messages between the committed offset and the partition's end.",
         );
-        drop(family);
         let mut line = |name: &str, labels: &str, value: String| {
             writeln!(out, "{name}{{{labels}}} {value}").expect("string");
         };

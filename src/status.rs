@@ -49,14 +49,15 @@ pub struct PartitionStatus {
 pub enum StatusError {
     #[error("cannot read {store}: {error}")]
     Store { store: String, error: String },
-    #[error("status reads SQLite, PostgreSQL and Redshift stores; {0} keeps no status")]
+    #[error("only SQLite, PostgreSQL and Redshift stores can be read back; {0} cannot")]
     Unsupported(String),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
 }
 
-/// Rows of a query with every column as text (SQL `CAST(… AS TEXT)`), `$1`-style parameters.
-trait ReadSql {
+/// Rows of a query with every column as text (SQL `CAST(… AS TEXT)`), `$1`-style parameters:
+/// what `status` and `plot` read a SQLite or PostgreSQL store through.
+pub trait ReadSql {
     fn query(&mut self, sql: &str, args: &[&str]) -> Result<Vec<Vec<Option<String>>>, String>;
 }
 
@@ -96,18 +97,7 @@ pub fn read(store: &StoreUrl, brokers: Option<&str>) -> Result<Vec<TableStatus>,
         store: store.to_string(),
         error,
     };
-    let mut reader: Box<dyn ReadSql> = match store {
-        StoreUrl::Sqlite(path) => {
-            if !path.exists() {
-                return Err(failed("no such file".into()));
-            }
-            Box::new(rusqlite::Connection::open(path).map_err(|e| failed(e.to_string()))?)
-        }
-        StoreUrl::Server { url, .. } => Box::new(
-            postgres::Client::connect(url, postgres::NoTls).map_err(|e| failed(e.to_string()))?,
-        ),
-        StoreUrl::Csv(_) => return Err(StatusError::Unsupported(store.to_string())),
-    };
+    let mut reader = open(store)?;
     let mut query = |sql: &str, args: &[&str]| reader.query(sql, args).map_err(&failed);
     let tables: Vec<String> = query(
         "SELECT DISTINCT table_name FROM feature_versions ORDER BY table_name",
@@ -174,6 +164,26 @@ pub fn read(store: &StoreUrl, brokers: Option<&str>) -> Result<Vec<TableStatus>,
         });
     }
     Ok(statuses)
+}
+
+/// Opens a store for reading.
+pub fn open(store: &StoreUrl) -> Result<Box<dyn ReadSql>, StatusError> {
+    let failed = |error: String| StatusError::Store {
+        store: store.to_string(),
+        error,
+    };
+    Ok(match store {
+        StoreUrl::Sqlite(path) => {
+            if !path.exists() {
+                return Err(failed("no such file".into()));
+            }
+            Box::new(rusqlite::Connection::open(path).map_err(|e| failed(e.to_string()))?)
+        }
+        StoreUrl::Server { url, .. } => Box::new(
+            postgres::Client::connect(url, postgres::NoTls).map_err(|e| failed(e.to_string()))?,
+        ),
+        StoreUrl::Csv(_) => return Err(StatusError::Unsupported(store.to_string())),
+    })
 }
 
 /// SQLite keeps nanoseconds since the Unix epoch; PostgreSQL a timestamp already.

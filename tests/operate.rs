@@ -172,3 +172,61 @@ fn passwords_are_never_printed() {
     assert!(stderr.contains("ann:***@127.0.0.1:1"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn plot_draws_a_png_with_every_series_and_refuses_an_empty_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 20_000, "2008-2013", &[]);
+    let db = dir.path().join("p.db");
+    let store = sqlite_store(&db);
+    riskflow_ok(&[
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &store,
+        "-q",
+    ]);
+    let out = dir.path().join("chart.png");
+    let summary = riskflow_ok(&["plot", "--store", &store, "--out", out.to_str().unwrap()]);
+    for series in [
+        "risk_score (daily mean)",
+        "ma50 = sma(50)",
+        "ma100 = sma(100)",
+        "ma50 = ema(50)",
+    ] {
+        assert!(summary.contains(series), "{summary}");
+    }
+    let decoder = png::Decoder::new(std::fs::File::open(&out).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((info.width, info.height), (1200, 620));
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert!((10_000..2_000_000).contains(&size), "{size} bytes");
+    // Each series' colour is on the picture (the palette of src/plot.rs, in series order).
+    let has = |rgb: [u8; 3]| pixels.chunks(3).any(|p| p == rgb);
+    for rgb in [
+        [170, 170, 170],
+        [31, 119, 180],
+        [214, 39, 40],
+        [44, 160, 44],
+    ] {
+        assert!(has(rgb), "no {rgb:?} pixels");
+    }
+
+    let empty = riskflow(&[
+        "plot",
+        "--store",
+        &store,
+        "--out",
+        dir.path().join("none.png").to_str().unwrap(),
+        "--from",
+        "2030-01-01",
+    ]);
+    assert!(!empty.status.success());
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(stderr.contains("nothing to plot"), "{stderr}");
+    assert!(!dir.path().join("none.png").exists(), "no empty picture");
+}
