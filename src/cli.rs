@@ -67,6 +67,37 @@ pub enum Command {
     /// Draw a table's daily means (risk_score and each feature definition) as a PNG, with the
     /// version boundaries marked.
     Plot(PlotArgs),
+    /// List, show, compare, register and validate feature-set versions in a store's catalog.
+    Catalog(CatalogArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// The store whose catalog to use: sqlite:PATH, postgres://… or redshift://….
+    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
+    pub store: StoreUrl,
+    /// The feature table (list, show, diff).
+    #[arg(long, default_value = "loan_features")]
+    pub table: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: CatalogAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogAction {
+    /// Every registered version of the table.
+    List,
+    /// One version in full.
+    Show { version: u32 },
+    /// Per feature: added, definition changed (old → new), or unchanged.
+    Diff { from: u32, to: u32 },
+    /// Register the versions of a feature-set file (checked against the evolution rules first).
+    Register { file: PathBuf },
+    /// Check a feature-set file against the catalog's versions without writing anything.
+    Validate { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +266,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(args) => stream_command(args),
         Command::Status(args) => status_command(args),
         Command::Plot(args) => plot_command(args),
+        Command::Catalog(args) => catalog_command(args),
     }
 }
 
@@ -244,6 +276,83 @@ fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
         let bound =
             metrics::serve(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
         tracing::info!(address = %bound, "Serving Prometheus metrics on /metrics.");
+    }
+    Ok(())
+}
+
+fn catalog_command(args: CatalogArgs) -> anyhow::Result<()> {
+    use crate::catalog::commands;
+    if let StoreUrl::Sqlite(path) = &args.store {
+        let writes = matches!(args.action, CatalogAction::Register { .. });
+        anyhow::ensure!(writes || path.exists(), "no store at {}", path.display());
+    }
+    let mut catalog = crate::catalog::open(&args.store)?;
+    let table = args.table.as_str();
+    let find = |versions: &[crate::plan::FeatureSetVersion], id: u32| {
+        versions
+            .iter()
+            .find(|v| v.id == id)
+            .cloned()
+            .with_context(|| format!("`{table}` has no version {id} in {}", args.store))
+    };
+    let load = |file: &Path| -> anyhow::Result<crate::plan::FeatureSetFile> {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        Ok(crate::plan::FeatureSetFile::parse(file, &text)?)
+    };
+    let print = |json: serde_json::Value, text: String| {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json).expect("JSON"));
+        } else {
+            print!("{text}");
+        }
+    };
+    match &args.action {
+        CatalogAction::List => {
+            let versions = catalog.versions(table)?;
+            let views: Vec<commands::VersionView> = versions.iter().map(Into::into).collect();
+            print(
+                serde_json::to_value(views)?,
+                commands::render_list(table, &versions),
+            );
+        }
+        CatalogAction::Show { version } => {
+            let v = find(&catalog.versions(table)?, *version)?;
+            let view = commands::VersionView::from(&v);
+            print(
+                serde_json::to_value(view)?,
+                commands::render_show(table, &v),
+            );
+        }
+        CatalogAction::Diff { from, to } => {
+            let versions = catalog.versions(table)?;
+            let (old, new) = (find(&versions, *from)?, find(&versions, *to)?);
+            let changes = commands::diff(&old, &new);
+            let json: Vec<serde_json::Value> = changes
+                .iter()
+                .map(|(feature, change)| {
+                    let mut value = serde_json::to_value(change).expect("JSON");
+                    value["feature"] = feature.clone().into();
+                    value
+                })
+                .collect();
+            print(
+                json.into(),
+                commands::render_diff(table, &old, &new, &changes),
+            );
+        }
+        CatalogAction::Register { file } | CatalogAction::Validate { file } => {
+            let file_set = load(file)?;
+            let outcomes = match &args.action {
+                CatalogAction::Register { .. } => commands::register(&mut *catalog, &file_set)?,
+                _ => commands::validate(&mut *catalog, &file_set)?,
+            };
+            let text: String = outcomes
+                .iter()
+                .map(|o| format!("{} version {}: {}\n", file_set.table, o.version, o.outcome))
+                .collect();
+            print(serde_json::to_value(&outcomes)?, text);
+        }
     }
     Ok(())
 }

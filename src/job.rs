@@ -1,7 +1,7 @@
 //! What `riskflow run` does around the engine: read a dataflow definition (`dataflows/*.toml`),
 //! register its feature set in the catalog, open the source and the store, run, and report.
 
-use crate::catalog::{Catalog, CatalogError, MemoryCatalog, ServerCatalog, SqliteCatalog};
+use crate::catalog::{Catalog, CatalogError, MemoryCatalog};
 use crate::checkpoint::PartPosition;
 use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
 use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
@@ -163,16 +163,11 @@ fn open_store(
     source: String,
 ) -> Result<(Job, Box<dyn Sink>), JobError> {
     let table = &dataflow.feature_set.table;
-    let plan = match store {
-        StoreUrl::Sqlite(path) => {
-            SqliteCatalog::open(path)?.register_all(table, &dataflow.feature_set.versions)?
-        }
-        StoreUrl::Server { url, dialect } => ServerCatalog::connect(url, dialect.text())?
-            .register_all(table, &dataflow.feature_set.versions)?,
-        StoreUrl::Csv(_) => {
-            MemoryCatalog::default().register_all(table, &dataflow.feature_set.versions)?
-        }
+    let mut catalog: Box<dyn Catalog> = match store {
+        StoreUrl::Csv(_) => Box::new(MemoryCatalog::default()),
+        _ => crate::catalog::open(store)?,
     };
+    let plan = catalog.register_all(table, &dataflow.feature_set.versions)?;
     let sink = store.open(table)?;
     let job = Job {
         years: dataflow.years,

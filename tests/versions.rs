@@ -296,3 +296,82 @@ fn the_generator_is_deterministic_and_gzip_reads_like_plain() {
         std::fs::read(gz_out).unwrap()
     );
 }
+
+#[test]
+fn the_catalog_command_lists_shows_diffs_validates_and_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 2_000, "2008-2012", &[]);
+    let db = dir.path().join("c.db");
+    let store = sqlite_store(&db);
+    riskflow_ok(&[
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &store,
+        "-q",
+    ]);
+    let catalog = |args: &[&str]| {
+        let mut all = vec!["catalog", "--store", &store];
+        all.extend(args);
+        riskflow(&all)
+    };
+    let stdout = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let list: serde_json::Value =
+        serde_json::from_str(&stdout(catalog(&["--json", "list"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert_eq!(list[1]["features"]["ma100"], "sma(100)");
+    assert!(stdout(catalog(&["show", "2"])).contains("ema(50)"));
+    let diff = stdout(catalog(&["diff", "1", "2"]));
+    assert!(
+        diff.contains("ma50         changed    sma(50) → ema(50)"),
+        "{diff}"
+    );
+    assert!(diff.contains("ma100        unchanged  sma(100)"), "{diff}");
+
+    let plan = std::fs::read_to_string(repo("config/feature_sets/loan_features.toml")).unwrap();
+    let with = |extra: &str| {
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, format!("{plan}\n{extra}")).unwrap();
+        path
+    };
+    let dropping = with(
+        "[[versions]]\nid = 3\napplies_from = \"2014-01-01\"\nfeatures = { ma50 = \"ema(50)\" }\n",
+    );
+    let refused = catalog(&["validate", dropping.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("drops feature `ma100`"), "{stderr}");
+
+    let adding = with("[[versions]]\nid = 3\napplies_from = \"2014-01-01\"\nfeatures = { ma50 = \"ema(50)\", ma100 = \"sma(100)\", ma20 = \"sma(20)\" }\n");
+    let validated = stdout(catalog(&["validate", adding.to_str().unwrap()]));
+    assert!(
+        validated.contains("version 3: would register"),
+        "{validated}"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM feature_versions WHERE table_name = 'loan_features'"
+        ),
+        3,
+        "validate writes nothing"
+    );
+    let registered = stdout(catalog(&["register", adding.to_str().unwrap()]));
+    assert!(registered.contains("version 3: registered"), "{registered}");
+    assert!(
+        registered.contains("version 2: already registered"),
+        "{registered}"
+    );
+    let diff = stdout(catalog(&["diff", "2", "3"]));
+    assert!(diff.contains("ma20         added      sma(20)"), "{diff}");
+}

@@ -2,6 +2,7 @@
 //! SQLite store) is the default; the in-memory one serves stores that have no tables of their
 //! own (the CSV export). Both apply the same evolution rules (`crate::plan`).
 
+pub mod commands;
 mod embedded;
 mod server;
 
@@ -41,6 +42,8 @@ pub enum CatalogError {
     Storage(#[from] rusqlite::Error),
     #[error("catalog database failed")]
     Server(#[from] postgres::Error),
+    #[error("{0} keeps no catalog (a CSV export registers its versions for one run only)")]
+    NoCatalog(String),
     #[error("catalog entry for `{table}` version {id} is corrupt: {why}")]
     Corrupt { table: String, id: u32, why: String },
 }
@@ -130,6 +133,17 @@ pub fn plan_registration(
         stamped.registered_at = crate::time::now_rfc3339();
     }
     Ok(Some(stamped))
+}
+
+/// The catalog a store keeps: the embedded one in a SQLite file, or the same table in a
+/// PostgreSQL/Redshift database. A CSV export has none.
+pub fn open(store: &crate::sink::StoreUrl) -> Result<Box<dyn Catalog>, CatalogError> {
+    use crate::sink::StoreUrl;
+    Ok(match store {
+        StoreUrl::Sqlite(path) => Box::new(SqliteCatalog::open(path)?),
+        StoreUrl::Server { url, dialect } => Box::new(ServerCatalog::connect(url, dialect.text())?),
+        StoreUrl::Csv(_) => return Err(CatalogError::NoCatalog(store.to_string())),
+    })
 }
 
 /// A version as a catalog table holds it, checked against its stored hash.
