@@ -275,22 +275,24 @@ fn check_name(table: &str, id: u32, name: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// A version from text, for unit tests: `version(1, "2009-01-01", &[("ma50", "sma(50)")])`.
+#[cfg(test)]
+pub(crate) fn version(id: u32, date: &str, features: &[(&str, &str)]) -> FeatureSetVersion {
+    FeatureSetVersion {
+        id,
+        applies_from: date.parse().unwrap(),
+        features: features
+            .iter()
+            .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
+            .collect(),
+        registered_by: String::new(),
+        registered_at: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn version(id: u32, date: &str, features: &[(&str, &str)]) -> FeatureSetVersion {
-        FeatureSetVersion {
-            id,
-            applies_from: date.parse().unwrap(),
-            features: features
-                .iter()
-                .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
-                .collect(),
-            registered_by: String::new(),
-            registered_at: String::new(),
-        }
-    }
 
     fn default_plan() -> FeaturePlan {
         FeaturePlan::new(

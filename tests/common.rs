@@ -32,6 +32,19 @@ pub fn riskflow_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 stdout")
 }
 
+/// Runs `dataflows/features.toml` over `input` into `store`; returns the one-line summary.
+pub fn run_features(input: &Path, store: &str) -> String {
+    riskflow_ok(&[
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        store,
+        "-q",
+    ])
+}
+
 /// Generates a file with `riskflow gen` and returns its path.
 pub fn generate(dir: &Path, name: &str, rows: u64, years: &str, extra: &[&str]) -> PathBuf {
     let path = dir.join(name);

@@ -97,15 +97,7 @@ fn stored(db: &Path) -> i64 {
 
 /// The batch run of `dataflows/features.toml` over `input`.
 fn batch_run(input: &Path, db: &Path) -> String {
-    riskflow_ok(&[
-        "run",
-        "dataflows/features.toml",
-        "--input",
-        input.to_str().unwrap(),
-        "--store",
-        &sqlite_store(db),
-        "-q",
-    ])
+    run_features(input, &sqlite_store(db))
 }
 
 /// The tables a stream and a batch run must agree on.

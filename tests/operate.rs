@@ -179,15 +179,7 @@ fn plot_draws_a_png_with_every_series_and_refuses_an_empty_range() {
     let input = generate(dir.path(), "in.csv", 20_000, "2008-2013", &[]);
     let db = dir.path().join("p.db");
     let store = sqlite_store(&db);
-    riskflow_ok(&[
-        "run",
-        "dataflows/features.toml",
-        "--input",
-        input.to_str().unwrap(),
-        "--store",
-        &store,
-        "-q",
-    ]);
+    run_features(&input, &store);
     let out = dir.path().join("chart.png");
     let summary = riskflow_ok(&["plot", "--store", &store, "--out", out.to_str().unwrap()]);
     for series in [

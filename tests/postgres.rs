@@ -250,7 +250,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     let input = generate(dir.path(), "in.csv", 150_000, "2008-2013", &["--quirks"]);
     let server = server();
     let reference = fresh_database(&server, "run_ref");
-    run_into(&input, &reference, &["dataflows/features.toml"]);
+    run_features(&input, &reference);
     let expected = store_tables(&reference);
 
     let url = fresh_database(&server, "run_killed");
@@ -302,7 +302,7 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
     let input = generate(dir.path(), "in.csv", 120_000, "2008-2013", &["--quirks"]);
     let server = server();
     let reference = fresh_database(&server, "stream_ref");
-    run_into(&input, &reference, &["dataflows/features.toml"]);
+    run_features(&input, &reference);
     let expected = store_tables(&reference);
 
     let topic = fresh_topic("killed");
@@ -402,7 +402,7 @@ fn a_database_outage_mid_stream_loses_nothing() {
     let input = generate(dir.path(), "in.csv", 60_000, "2008-2013", &["--quirks"]);
     let own = OwnServer::start();
     let reference = fresh_database(&own.url, "outage_ref");
-    run_into(&input, &reference, &["dataflows/features.toml"]);
+    run_features(&input, &reference);
     let expected = store_tables(&reference);
 
     let topic = fresh_topic("outage");

@@ -303,15 +303,7 @@ fn the_catalog_command_lists_shows_diffs_validates_and_registers() {
     let input = generate(dir.path(), "in.csv", 2_000, "2008-2012", &[]);
     let db = dir.path().join("c.db");
     let store = sqlite_store(&db);
-    riskflow_ok(&[
-        "run",
-        "dataflows/features.toml",
-        "--input",
-        input.to_str().unwrap(),
-        "--store",
-        &store,
-        "-q",
-    ]);
+    run_features(&input, &store);
     let catalog = |args: &[&str]| {
         let mut all = vec!["catalog", "--store", &store];
         all.extend(args);

@@ -219,26 +219,18 @@ pub fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Date;
-
-    fn version(id: u32, features: &[(&str, &str)]) -> FeatureSetVersion {
-        FeatureSetVersion {
-            id,
-            applies_from: Date::from_ymd(2007 + id, 1, 1).unwrap(),
-            features: features
-                .iter()
-                .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
-                .collect(),
-            registered_by: String::new(),
-            registered_at: String::new(),
-        }
-    }
+    use crate::plan::version;
 
     #[test]
     fn diff_says_added_changed_and_unchanged_per_feature() {
-        let v1 = version(1, &[("ma50", "sma(50)"), ("ma100", "sma(100)")]);
+        let v1 = version(
+            1,
+            "2009-01-01",
+            &[("ma50", "sma(50)"), ("ma100", "sma(100)")],
+        );
         let v2 = version(
             2,
+            "2012-01-01",
             &[
                 ("ma50", "ema(50)"),
                 ("ma100", "sma(100)"),

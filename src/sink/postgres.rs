@@ -939,7 +939,7 @@ impl ToSql for FeatureValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::FeatureSetVersion;
+    use crate::plan::version;
 
     #[test]
     fn passwords_are_hidden_and_urls_without_one_stay_as_they_are() {
@@ -965,22 +965,20 @@ mod tests {
 
     #[test]
     fn column_comments_give_each_definition_with_its_versions() {
-        let version = |id: u32, features: &[(&str, &str)]| FeatureSetVersion {
-            id,
-            applies_from: Date::from_ymd(2007 + id, 1, 1).unwrap(),
-            features: features
-                .iter()
-                .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
-                .collect(),
-            registered_by: String::new(),
-            registered_at: String::new(),
-        };
         let plan = FeaturePlan::new(
             "t",
             vec![
-                version(0, &[("ma50", "sma(50)")]),
-                version(1, &[("ma50", "sma(50)"), ("ma100", "sma(100)")]),
-                version(2, &[("ma50", "ema(50)"), ("ma100", "sma(100)")]),
+                version(0, "2007-01-01", &[("ma50", "sma(50)")]),
+                version(
+                    1,
+                    "2009-01-01",
+                    &[("ma50", "sma(50)"), ("ma100", "sma(100)")],
+                ),
+                version(
+                    2,
+                    "2012-01-01",
+                    &[("ma50", "ema(50)"), ("ma100", "sma(100)")],
+                ),
             ],
         )
         .unwrap();

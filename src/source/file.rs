@@ -214,6 +214,25 @@ fn check_header<R: Read>(path: &Path, splitter: &mut RecordSplitter<R>) -> Resul
     Ok(())
 }
 
+/// A record's bytes, with its full length when it was cut to its head.
+type SizedRecord<'s> = (&'s [u8], Option<u64>);
+
+/// The next record (row `row`), with its full length when it was cut (see
+/// [`RecordSplitter::next_record_sized`]).
+fn next_record<'s, R: Read>(
+    path: &Path,
+    splitter: &'s mut RecordSplitter<R>,
+    row: u64,
+) -> Result<Option<SizedRecord<'s>>, SourceError> {
+    splitter
+        .next_record_sized()
+        .map_err(|error| SourceError::Read {
+            path: path.to_owned(),
+            row,
+            error,
+        })
+}
+
 /// Skips the records before row `to` (a resumed run redoes nothing before its checkpoint).
 fn skip_to<R: Read>(
     path: &Path,
@@ -222,14 +241,7 @@ fn skip_to<R: Read>(
     to: u64,
 ) -> Result<(), SourceError> {
     while *next_row < to {
-        let record = splitter
-            .next_record_sized()
-            .map_err(|error| SourceError::Read {
-                path: path.to_owned(),
-                row: *next_row,
-                error,
-            })?;
-        if record.is_none() {
+        if next_record(path, splitter, *next_row)?.is_none() {
             break;
         }
         *next_row += 1;
@@ -256,14 +268,7 @@ fn read_chunk<R: Read>(
         if !chunk.is_empty() && numbering.epoch_of(*next_row) != chunk.epoch {
             break;
         }
-        let record = splitter
-            .next_record_sized()
-            .map_err(|error| SourceError::Read {
-                path: path.to_owned(),
-                row: *next_row,
-                error,
-            })?;
-        match record {
+        match next_record(path, splitter, *next_row)? {
             Some((head, Some(full_length))) => {
                 chunk.push_rejected(head, Rejection::Oversized { full_length })
             }
