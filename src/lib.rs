@@ -1,6 +1,6 @@
 //! riskflow: versioned rolling features (SMA, EMA) over the LendingClub rejected-loans stream,
-//! computed by one timely/differential dataflow graph and stored in an embedded SQLite file or a
-//! CSV export.
+//! computed by one timely/differential dataflow graph and stored — exactly once, with a
+//! checkpoint per epoch — in an embedded SQLite file, PostgreSQL or Redshift, or a CSV export.
 //!
 //! Start at [`dataflow`] for the graph; [`job`] for what `riskflow run` does around it.
 
