@@ -182,3 +182,44 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Kills `args`' process with SIGKILL at `kills` random moments, restarting it each time, then
+/// lets it run to the end. Each kill comes at most `max_delay_ms` after the run's first new
+/// commit. Returns how many kills hit a running process.
+pub fn kill_and_restart(
+    args: &[String],
+    kills: usize,
+    max_delay_ms: u64,
+    mut progressed: impl FnMut() -> i64,
+) -> usize {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut random_ms = |low: u64, high: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        low + (seed >> 33) % (high - low)
+    };
+    let mut hits = 0;
+    for _ in 0..kills {
+        let before = progressed();
+        let mut child = spawn_riskflow(args);
+        // Wait for the run to commit something new, then kill it at a random moment after.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progressed() == before && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "no progress after a restart");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(random_ms(0, max_delay_ms)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            hits += 1;
+        }
+        let _ = child.wait();
+    }
+    let (ok, out, err) = finish(spawn_riskflow(args));
+    assert!(ok, "the last restart failed: {out}\n{err}");
+    hits
+}

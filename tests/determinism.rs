@@ -1,4 +1,4 @@
-//! Results never depend on the number of workers.
+//! Results never depend on the number of workers, nor on a run being killed and restarted.
 
 use crate::common::*;
 
@@ -119,5 +119,65 @@ fn several_dataflows_into_one_csv_file_are_refused_and_a_directory_gets_one_file
         let text = std::fs::read_to_string(folder.join(format!("{table}.csv"))).unwrap();
         assert!(text.lines().count() > 100, "{table}");
         assert!(folder.join(format!("{table}.csv.dead_letter.csv")).exists());
+    }
+}
+
+#[test]
+fn a_run_into_sqlite_killed_at_random_moments_resumes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 300_000, "2008-2013", &["--quirks"]);
+    let reference = dir.path().join("reference.db");
+    run_features(&input, &sqlite_store(&reference));
+
+    let db = dir.path().join("killed.db");
+    let args: Vec<String> = [
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(&db),
+        "-w",
+        "2",
+        "--epoch-rows",
+        "2048",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let committed = || {
+        if !db.exists() {
+            return -1;
+        }
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("SELECT max(epoch) FROM dataflow_checkpoints", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(-1)
+    };
+    let hits = kill_and_restart(&args, 6, 100, committed);
+    assert!(hits >= 5, "only {hits} kills hit a running process");
+    for (table, order) in [
+        ("loan_features", "_row, _version"),
+        ("dead_letter", "source_table, _row"),
+        (
+            "feature_stats",
+            "table_name, _version, application_date, column_name",
+        ),
+    ] {
+        let (expected, actual) = (
+            table_rows(&reference, table, order),
+            table_rows(&db, table, order),
+        );
+        assert_eq!(expected.len(), actual.len(), "{table} rows");
+        if let Some(i) = (0..expected.len()).find(|&i| expected[i] != actual[i]) {
+            panic!(
+                "{table} differs at row {i}: {:?} vs {:?}",
+                expected[i], actual[i]
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use postgres::{Client, NoTls};
 use rusqlite::types::Value;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The server `scripts/test.sh` started; a test that cannot reach one fails, never skips.
 fn server() -> String {
@@ -209,41 +209,6 @@ fn both_dialects_equal_postgres_window_functions_and_the_sqlite_run() {
     }
 }
 
-/// Kills `args`' process with SIGKILL at `kills` random moments, restarting it each time, then
-/// lets it run to the end. Returns how many kills hit a running process.
-fn kill_and_restart(args: &[String], kills: usize, mut progressed: impl FnMut() -> i64) -> usize {
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    let mut random_ms = |low: u64, high: u64| {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        low + (seed >> 33) % (high - low)
-    };
-    let mut hits = 0;
-    for _ in 0..kills {
-        let before = progressed();
-        let mut child = spawn_riskflow(args);
-        // Wait for the run to commit something new, then kill it at a random moment after.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while progressed() == before && child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "no progress after a restart");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(random_ms(0, 400)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            hits += 1;
-        }
-        let _ = child.wait();
-    }
-    let (ok, out, err) = finish(spawn_riskflow(args));
-    assert!(ok, "the last restart failed: {out}\n{err}");
-    hits
-}
-
 #[test]
 fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -270,7 +235,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let hits = kill_and_restart(&args, 6, || committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 400, || committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running process");
     let actual = store_tables(&url);
     for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
@@ -310,7 +275,7 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
     produce(&input, &topic, 4, &["--marker-rows", "2000"]);
     let url = fresh_database(&server, "stream_killed");
     let args = stream_args_to(&topic, &url, 3, &["--until-complete"]);
-    let hits = kill_and_restart(&args, 6, || committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 400, || committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running stream");
     let actual = store_tables(&url);
     for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
