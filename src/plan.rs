@@ -290,29 +290,31 @@ pub(crate) fn version(id: u32, date: &str, features: &[(&str, &str)]) -> Feature
     }
 }
 
+/// The shipped plan of DESIGN §4 (table `loan_features`), for unit tests.
+#[cfg(test)]
+pub(crate) fn default_plan() -> FeaturePlan {
+    FeaturePlan::new(
+        "loan_features",
+        vec![
+            version(0, "2007-01-01", &[("ma50", "sma(50)")]),
+            version(
+                1,
+                "2009-01-01",
+                &[("ma50", "sma(50)"), ("ma100", "sma(100)")],
+            ),
+            version(
+                2,
+                "2012-01-01",
+                &[("ma50", "ema(50)"), ("ma100", "sma(100)")],
+            ),
+        ],
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn default_plan() -> FeaturePlan {
-        FeaturePlan::new(
-            "loan_features",
-            vec![
-                version(0, "2007-01-01", &[("ma50", "sma(50)")]),
-                version(
-                    1,
-                    "2009-01-01",
-                    &[("ma50", "sma(50)"), ("ma100", "sma(100)")],
-                ),
-                version(
-                    2,
-                    "2012-01-01",
-                    &[("ma50", "ema(50)"), ("ma100", "sma(100)")],
-                ),
-            ],
-        )
-        .unwrap()
-    }
 
     #[test]
     fn the_version_in_force_follows_the_dates() {

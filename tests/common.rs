@@ -183,6 +183,27 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// A 2-worker `run` of the features dataflow with small epochs (many commits to resume from),
+/// for [`kill_and_restart`].
+pub fn restartable_run_args(input: &Path, store: &str) -> Vec<String> {
+    [
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        store,
+        "-w",
+        "2",
+        "--epoch-rows",
+        "2048",
+        "-q",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// Kills `args`' process with SIGKILL at `kills` random moments, restarting it each time, then
 /// lets it run to the end. Each kill comes at most `max_delay_ms` after the run's first new
 /// commit. Returns how many kills hit a running process.

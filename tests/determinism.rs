@@ -130,22 +130,7 @@ fn a_run_into_sqlite_killed_at_random_moments_resumes_exactly_once() {
     run_features(&input, &sqlite_store(&reference));
 
     let db = dir.path().join("killed.db");
-    let args: Vec<String> = [
-        "run",
-        "dataflows/features.toml",
-        "--input",
-        input.to_str().unwrap(),
-        "--store",
-        &sqlite_store(&db),
-        "-w",
-        "2",
-        "--epoch-rows",
-        "2048",
-        "-q",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = restartable_run_args(&input, &sqlite_store(&db));
     let committed = || {
         if !db.exists() {
             return -1;

@@ -219,22 +219,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     let expected = store_tables(&reference);
 
     let url = fresh_database(&server, "run_killed");
-    let args: Vec<String> = [
-        "run",
-        "dataflows/features.toml",
-        "--input",
-        input.to_str().unwrap(),
-        "--store",
-        &url,
-        "-w",
-        "2",
-        "--epoch-rows",
-        "2048",
-        "-q",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = restartable_run_args(&input, &url);
     let hits = kill_and_restart(&args, 6, 400, || committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running process");
     let actual = store_tables(&url);

@@ -274,13 +274,13 @@ impl RunState {
                 *stored.entry(*version).or_default() += 1;
             }
         }
-        for (version, rows) in stored {
-            metrics.stored(&self.table, version, rows);
-        }
         let mut report = self.report.lock().expect("report lock");
+        for (&version, &rows) in &stored {
+            metrics.stored(&self.table, version, rows);
+            *report.stored.entry(version).or_default() += rows;
+        }
         report.dead_lettered += batch.dead_letters.len() as u64;
         for (row, version, values) in batch.rows() {
-            *report.stored.entry(version).or_default() += 1;
             let preview = report.first_rows.entry(version).or_default();
             if preview.len() < PREVIEW_ROWS {
                 let (loan, text) = row.to_owned_row();

@@ -28,6 +28,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
+use smallvec::SmallVec;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -203,12 +204,13 @@ impl PostgresSink {
         );
         self.columns = all;
         let mut statements = vec![create, self.shared_tables()];
+        let shown = self.shown.clone();
         let existing: Vec<(String, String)> = {
             let client = self.client()?;
             client
                 .batch_execute(&statements.join(";\n"))
                 .map_err(|error| SinkError::Postgres {
-                    store: String::new(),
+                    store: shown.clone(),
                     action: format!("create table {table}"),
                     error,
                 })?;
@@ -220,7 +222,7 @@ impl PostgresSink {
                     &[&table],
                 )
                 .map_err(|error| SinkError::Postgres {
-                    store: String::new(),
+                    store: shown.clone(),
                     action: format!("read the columns of {table}"),
                     error,
                 })?
@@ -819,13 +821,16 @@ fn write_checkpoint(
     )
 }
 
+/// One row's parameters: inline, so binding a row allocates nothing.
+type Params<'a> = SmallVec<[&'a (dyn ToSql + Sync); 16]>;
+
 /// Rows that can be bound as one tuple of parameters.
 trait AsParams {
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)>;
+    fn params(&self) -> Params<'_>;
 }
 
 impl AsParams for Vec<Box<dyn ToSql + Sync>> {
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+    fn params(&self) -> Params<'_> {
         self.iter().map(|b| b.as_ref()).collect()
     }
 }
@@ -836,7 +841,7 @@ struct RowValues<'a> {
     date: PgDate,
     texts: [&'a str; 6],
     score: Option<f64>,
-    features: Vec<FeatureValue>,
+    features: SmallVec<[FeatureValue; 4]>,
     row: i64,
     version: i32,
     now: SystemTime,
@@ -872,8 +877,8 @@ impl<'a> RowValues<'a> {
 }
 
 impl AsParams for RowValues<'_> {
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(12 + self.features.len());
+    fn params(&self) -> Params<'_> {
+        let mut params = Params::new();
         params.push(&self.amount);
         params.push(&self.date);
         params.push(&self.texts[0]);
@@ -939,7 +944,7 @@ impl ToSql for FeatureValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::version;
+    use crate::plan::default_plan;
 
     #[test]
     fn passwords_are_hidden_and_urls_without_one_stay_as_they_are() {
@@ -965,23 +970,7 @@ mod tests {
 
     #[test]
     fn column_comments_give_each_definition_with_its_versions() {
-        let plan = FeaturePlan::new(
-            "t",
-            vec![
-                version(0, "2007-01-01", &[("ma50", "sma(50)")]),
-                version(
-                    1,
-                    "2009-01-01",
-                    &[("ma50", "sma(50)"), ("ma100", "sma(100)")],
-                ),
-                version(
-                    2,
-                    "2012-01-01",
-                    &[("ma50", "ema(50)"), ("ma100", "sma(100)")],
-                ),
-            ],
-        )
-        .unwrap();
+        let plan = default_plan();
         assert_eq!(
             column_comment(&plan, "ma50"),
             "riskflow feature: ema(50) since version 2 (sma(50) in versions 0-1; ema(50) in version 2)"
