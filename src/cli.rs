@@ -2,6 +2,7 @@
 //! `RISKFLOW_*` environment variable, and connection settings from a profile file
 //! ([`crate::profile`]).
 
+use crate::catalog::GlueUrl;
 use crate::dataflow::{EngineOptions, RunReport};
 use crate::gen::{generate, GenOptions};
 use crate::job::{
@@ -76,6 +77,10 @@ pub struct CatalogArgs {
     /// The store whose catalog to use: sqlite:PATH, postgres://… or redshift://….
     #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
     pub store: StoreUrl,
+    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]) instead of the store's own
+    /// catalog.
+    #[arg(long, env = "RISKFLOW_CATALOG")]
+    pub catalog: Option<GlueUrl>,
     /// The feature table (list, show, diff).
     #[arg(long, default_value = "loan_features")]
     pub table: String,
@@ -189,6 +194,10 @@ pub struct StreamArgs {
     /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
     #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
     pub store: StoreUrl,
+    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]) instead of the store's own
+    /// catalog.
+    #[arg(long, env = "RISKFLOW_CATALOG")]
+    pub catalog: Option<GlueUrl>,
     /// Worker threads; worker i reads the partitions p with p % workers == i.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -210,12 +219,17 @@ pub struct StreamArgs {
 pub struct RunArgs {
     /// Dataflow definitions to run, in order (default: dataflows/task1.toml dataflows/features.toml).
     pub dataflows: Vec<PathBuf>,
-    /// Input CSV, plain or gzip (default: data/sample_2007_2013.csv, generated on first use).
+    /// Input CSV, plain or gzip: a path or s3://bucket/key (default: data/sample_2007_2013.csv,
+    /// generated on first use).
     #[arg(long, env = "RISKFLOW_INPUT")]
     pub input: Option<PathBuf>,
     /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
     #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
     pub store: StoreUrl,
+    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]) instead of the store's own
+    /// catalog.
+    #[arg(long, env = "RISKFLOW_CATALOG")]
+    pub catalog: Option<GlueUrl>,
     /// Worker threads.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -282,18 +296,21 @@ fn serve_metrics(addr: Option<&str>) -> anyhow::Result<()> {
 
 fn catalog_command(args: CatalogArgs) -> anyhow::Result<()> {
     use crate::catalog::commands;
-    if let StoreUrl::Sqlite(path) = &args.store {
+    if let (StoreUrl::Sqlite(path), None) = (&args.store, &args.catalog) {
         let writes = matches!(args.action, CatalogAction::Register { .. });
         anyhow::ensure!(writes || path.exists(), "no store at {}", path.display());
     }
-    let mut catalog = crate::catalog::open(&args.store)?;
+    let mut catalog = crate::catalog::open(&args.store, args.catalog.as_ref())?;
     let table = args.table.as_str();
     let find = |versions: &[crate::plan::FeatureSetVersion], id: u32| {
         versions
             .iter()
             .find(|v| v.id == id)
             .cloned()
-            .with_context(|| format!("`{table}` has no version {id} in {}", args.store))
+            .with_context(|| match &args.catalog {
+                Some(glue) => format!("`{table}` has no version {id} in {glue}"),
+                None => format!("`{table}` has no version {id} in {}", args.store),
+            })
     };
     let load = |file: &Path| -> anyhow::Result<crate::plan::FeatureSetFile> {
         let text = std::fs::read_to_string(file)
@@ -441,6 +458,7 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
             delays: Arc::default(),
         },
         store: args.store,
+        catalog: args.catalog,
         outflow_topic: args.outflow_topic,
         engine: EngineOptions {
             workers: args.workers.max(1),
@@ -488,6 +506,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let target = RunTarget {
         input,
         store: args.store,
+        catalog: args.catalog,
         engine: EngineOptions {
             workers: args.workers.max(1),
             progress: std::io::stderr().is_terminal(),

@@ -1,7 +1,7 @@
 //! What `riskflow run` does around the engine: read a dataflow definition (`dataflows/*.toml`),
 //! register its feature set in the catalog, open the source and the store, run, and report.
 
-use crate::catalog::{Catalog, CatalogError, MemoryCatalog};
+use crate::catalog::{Catalog, CatalogError, GlueUrl, MemoryCatalog};
 use crate::checkpoint::PartPosition;
 use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
 use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
@@ -150,22 +150,25 @@ fn normalize(path: &Path) -> PathBuf {
 pub struct RunTarget {
     pub input: PathBuf,
     pub store: StoreUrl,
+    /// Keep the versions in Glue rather than in the store's own catalog.
+    pub catalog: Option<GlueUrl>,
     pub engine: EngineOptions,
     pub chunking: Chunking,
 }
 
-/// Registers a dataflow's versions in the store's catalog and opens the store (not yet
-/// prepared, so that it can be wrapped first). `source` is the input's identity, under which
-/// the store keeps the run's checkpoint.
+/// Registers a dataflow's versions in the catalog (Glue, or the store's own) and opens the
+/// store (not yet prepared, so that it can be wrapped first). `source` is the input's identity,
+/// under which the store keeps the run's checkpoint.
 fn open_store(
     dataflow: &LoadedDataflow,
     store: &StoreUrl,
+    glue: Option<&GlueUrl>,
     source: String,
 ) -> Result<(Job, Box<dyn Sink>), JobError> {
     let table = &dataflow.feature_set.table;
-    let mut catalog: Box<dyn Catalog> = match store {
-        StoreUrl::Csv(_) => Box::new(MemoryCatalog::default()),
-        _ => crate::catalog::open(store)?,
+    let mut catalog: Box<dyn Catalog> = match (store, glue) {
+        (StoreUrl::Csv(_), None) => Box::new(MemoryCatalog::default()),
+        _ => crate::catalog::open(store, glue)?,
     };
     let plan = catalog.register_all(table, &dataflow.feature_set.versions)?;
     let sink = store.open(table)?;
@@ -211,6 +214,7 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
     let (mut job, mut sink) = open_store(
         dataflow,
         &target.store,
+        target.catalog.as_ref(),
         file_identity(&target.input, dataflow),
     )?;
     prepare(&mut job, &mut *sink)?;
@@ -228,6 +232,9 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
 /// A file's identity for checkpoints: its absolute path and size, and the dataflow's years, so
 /// that another file (or the same path rewritten) never resumes from this one's position.
 fn file_identity(path: &Path, dataflow: &LoadedDataflow) -> String {
+    if let Some(url) = path.to_str().filter(|p| p.starts_with("s3://")) {
+        return format!("{url} (years {})", dataflow.years);
+    }
     let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let size = std::fs::metadata(path).map_or(0, |m| m.len());
     format!(
@@ -242,6 +249,8 @@ fn file_identity(path: &Path, dataflow: &LoadedDataflow) -> String {
 pub struct StreamTarget {
     pub stream: StreamOptions,
     pub store: StoreUrl,
+    /// Keep the versions in Glue rather than in the store's own catalog.
+    pub catalog: Option<GlueUrl>,
     /// Also publish stored rows to this topic (Kafka Connect JSON).
     pub outflow_topic: Option<String>,
     pub engine: EngineOptions,
@@ -258,7 +267,8 @@ pub fn stream_dataflow(
 ) -> Result<RunReport, JobError> {
     let options = &target.stream;
     let identity = format!("kafka:{} (years {})", options.topic, dataflow.years);
-    let (mut job, mut sink) = open_store(dataflow, &target.store, identity)?;
+    let (mut job, mut sink) =
+        open_store(dataflow, &target.store, target.catalog.as_ref(), identity)?;
     if let Some(topic) = &target.outflow_topic {
         sink = Box::new(OutflowSink::new(
             sink,

@@ -4,6 +4,7 @@
 //!
 //! Start at [`dataflow`] for the graph; [`job`] for what `riskflow run` does around it.
 
+pub mod aws;
 pub mod catalog;
 pub mod checkpoint;
 pub mod cli;

@@ -190,6 +190,34 @@ impl FeaturePlan {
             })
             .collect()
     }
+
+    /// The comment on a feature column: its definition in each version that has it, e.g.
+    /// `riskflow feature: ema(50) since version 2 (sma(50) in versions 0-1; ema(50) in version 2)`.
+    pub fn column_comment(&self, name: &str) -> String {
+        let mut parts: Vec<(String, Vec<u32>)> = Vec::new();
+        for version in &self.versions {
+            if let Some(def) = version.features.get(name) {
+                let def = def.to_string();
+                match parts.last_mut() {
+                    Some((d, ids)) if *d == def => ids.push(version.id),
+                    _ => parts.push((def, vec![version.id])),
+                }
+            }
+        }
+        let spans: Vec<String> = parts
+            .iter()
+            .map(|(def, ids)| match ids.as_slice() {
+                [one] => format!("{def} in version {one}"),
+                [first, .., last] => format!("{def} in versions {first}-{last}"),
+                [] => unreachable!("a part has a version"),
+            })
+            .collect();
+        let since = parts
+            .last()
+            .map(|(def, ids)| format!("riskflow feature: {def} since version {}", ids[0]))
+            .unwrap_or_default();
+        format!("{since} ({})", spans.join("; "))
+    }
 }
 
 /// Checks that `next` may follow `previous` (or start a table when `previous` is `None`).
@@ -315,6 +343,19 @@ pub(crate) fn default_plan() -> FeaturePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn column_comments_give_each_definition_with_its_versions() {
+        let plan = default_plan();
+        assert_eq!(
+            plan.column_comment("ma50"),
+            "riskflow feature: ema(50) since version 2 (sma(50) in versions 0-1; ema(50) in version 2)"
+        );
+        assert_eq!(
+            plan.column_comment("ma100"),
+            "riskflow feature: sma(100) since version 1 (sma(100) in versions 1-2)"
+        );
+    }
 
     #[test]
     fn the_version_in_force_follows_the_dates() {

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub store: Option<String>,
+    /// Where feature-set versions are kept when not in the store (`glue://DATABASE[/TABLE]`).
+    pub catalog: Option<String>,
     pub input: Option<String>,
     pub brokers: Option<String>,
     pub topic: Option<String>,
@@ -55,6 +57,7 @@ impl Profile {
     pub fn variables(&self) -> Vec<(&'static str, String)> {
         let text = [
             ("RISKFLOW_STORE", &self.store),
+            ("RISKFLOW_CATALOG", &self.catalog),
             ("RISKFLOW_INPUT", &self.input),
             ("RISKFLOW_BROKERS", &self.brokers),
             ("RISKFLOW_TOPIC", &self.topic),

@@ -24,6 +24,7 @@ fn run_over(body: &[u8], workers: usize, epoch_rows: u64) -> (u64, u64, u64, u64
     let target = RunTarget {
         input,
         store: StoreUrl::Csv(dir.path().join("out.csv")),
+        catalog: None,
         engine: EngineOptions {
             workers,
             ..EngineOptions::default()

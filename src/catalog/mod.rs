@@ -1,12 +1,15 @@
-//! The catalog of feature-set versions. The embedded catalog (the `feature_versions` table of a
-//! SQLite store) is the default; the in-memory one serves stores that have no tables of their
-//! own (the CSV export). Both apply the same evolution rules (`crate::plan`).
+//! The catalog of feature-set versions. The embedded catalog (the `feature_versions` table of
+//! the store: SQLite, PostgreSQL or Redshift) is the default; AWS Glue is the production one
+//! (`--catalog glue://…`); the in-memory one serves stores that have no tables of their own (the
+//! CSV export). All apply the same evolution rules (`crate::plan`).
 
 pub mod commands;
 mod embedded;
+mod glue;
 mod server;
 
 pub use embedded::SqliteCatalog;
+pub use glue::{GlueCatalog, GlueUrl};
 pub use server::ServerCatalog;
 
 use crate::plan::{check_evolution, FeaturePlan, FeatureSetVersion, PlanError};
@@ -44,6 +47,8 @@ pub enum CatalogError {
     Server(#[from] postgres::Error),
     #[error("{0} keeps no catalog (a CSV export registers its versions for one run only)")]
     NoCatalog(String),
+    #[error("AWS Glue: {0}")]
+    Glue(String),
     #[error("catalog entry for `{table}` version {id} is corrupt: {why}")]
     Corrupt { table: String, id: u32, why: String },
 }
@@ -135,10 +140,16 @@ pub fn plan_registration(
     Ok(Some(stamped))
 }
 
-/// The catalog a store keeps: the embedded one in a SQLite file, or the same table in a
-/// PostgreSQL/Redshift database. A CSV export has none.
-pub fn open(store: &crate::sink::StoreUrl) -> Result<Box<dyn Catalog>, CatalogError> {
+/// The catalog named by `--catalog` (Glue), or else the one the store keeps: the embedded one
+/// in a SQLite file, or the same table in a PostgreSQL/Redshift database. A CSV export has none.
+pub fn open(
+    store: &crate::sink::StoreUrl,
+    glue: Option<&GlueUrl>,
+) -> Result<Box<dyn Catalog>, CatalogError> {
     use crate::sink::StoreUrl;
+    if let Some(url) = glue {
+        return Ok(Box::new(GlueCatalog::open(url)?));
+    }
     Ok(match store {
         StoreUrl::Sqlite(path) => Box::new(SqliteCatalog::open(path)?),
         StoreUrl::Server { url, dialect } => Box::new(ServerCatalog::connect(url, dialect.text())?),

@@ -258,7 +258,7 @@ impl PostgresSink {
         for (name, _) in &self.columns {
             statements.push(format!(
                 "COMMENT ON COLUMN {table}.{name} IS {}",
-                quote(&column_comment(plan, name))
+                quote(&plan.column_comment(name))
             ));
         }
         let base = BASE_COLUMNS.join(", ");
@@ -631,33 +631,6 @@ fn is_retriable(error: &postgres::Error) -> bool {
     }
 }
 
-/// The comment on a feature column: its definition in each version that has it.
-fn column_comment(plan: &FeaturePlan, name: &str) -> String {
-    let mut parts: Vec<(String, Vec<u32>)> = Vec::new();
-    for version in &plan.versions {
-        if let Some(def) = version.features.get(name) {
-            let def = def.to_string();
-            match parts.last_mut() {
-                Some((d, ids)) if *d == def => ids.push(version.id),
-                _ => parts.push((def, vec![version.id])),
-            }
-        }
-    }
-    let spans: Vec<String> = parts
-        .iter()
-        .map(|(def, ids)| match ids.as_slice() {
-            [one] => format!("{def} in version {one}"),
-            [first, .., last] => format!("{def} in versions {first}-{last}"),
-            [] => unreachable!("a part has a version"),
-        })
-        .collect();
-    let since = parts
-        .last()
-        .map(|(def, ids)| format!("riskflow feature: {def} since version {}", ids[0]))
-        .unwrap_or_default();
-    format!("{since} ({})", spans.join("; "))
-}
-
 /// A SQL string literal.
 fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -944,7 +917,6 @@ impl ToSql for FeatureValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::default_plan;
 
     #[test]
     fn passwords_are_hidden_and_urls_without_one_stay_as_they_are() {
@@ -969,16 +941,7 @@ mod tests {
     }
 
     #[test]
-    fn column_comments_give_each_definition_with_its_versions() {
-        let plan = default_plan();
-        assert_eq!(
-            column_comment(&plan, "ma50"),
-            "riskflow feature: ema(50) since version 2 (sma(50) in versions 0-1; ema(50) in version 2)"
-        );
-        assert_eq!(
-            column_comment(&plan, "ma100"),
-            "riskflow feature: sma(100) since version 1 (sma(100) in versions 1-2)"
-        );
+    fn raw_bytes_become_bounded_hex() {
         assert_eq!(hex(b"\x00\xffab", 3), "00ff61");
     }
 }

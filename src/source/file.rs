@@ -1,5 +1,6 @@
-//! A CSV file (plain or gzip, detected by its magic bytes) read on its own thread, so that
-//! decompression and record splitting overlap with parsing and feature computation.
+//! A CSV file or S3 object (plain or gzip, detected by its magic bytes) read on its own thread,
+//! so that download, decompression and record splitting overlap with parsing and feature
+//! computation.
 
 use super::{Poll, RawChunk, RecordSplitter, Rejection, Source, SourceError};
 use crate::checkpoint::{PartPosition, Position};
@@ -107,13 +108,24 @@ impl FileSource {
             path: path.to_owned(),
             error,
         };
-        let file = File::open(path).map_err(open_error)?;
-        let total_bytes = file.metadata().map_err(open_error)?.len();
+        // A local file, or an S3 object streamed as it is read.
+        let (input, total_bytes): (Box<dyn Read + Send>, u64) =
+            match path.to_str().filter(|p| p.starts_with("s3://")) {
+                Some(url) => {
+                    let (body, size) = super::s3::open(url).map_err(open_error)?;
+                    (Box::new(body), size)
+                }
+                None => {
+                    let file = File::open(path).map_err(open_error)?;
+                    let size = file.metadata().map_err(open_error)?.len();
+                    (Box::new(file), size)
+                }
+            };
         let bytes_read = Arc::new(AtomicU64::new(0));
         let mut buffered = BufReader::with_capacity(
             1 << 16,
             CountingReader {
-                inner: file,
+                inner: input,
                 count: Arc::clone(&bytes_read),
             },
         );

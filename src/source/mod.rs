@@ -8,6 +8,7 @@
 //! progress.
 
 mod file;
+pub mod s3;
 mod split;
 
 pub use file::{Chunking, FileSource};
