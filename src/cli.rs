@@ -207,6 +207,14 @@ pub struct StreamArgs {
     /// Also publish every stored row to this topic as Kafka Connect JSON.
     #[arg(long, env = "RISKFLOW_OUTFLOW_TOPIC")]
     pub outflow_topic: Option<String>,
+    /// How often to look in the catalog for newly registered versions, which the stream then
+    /// takes on without a restart (0: never).
+    #[arg(long, env = "RISKFLOW_CATALOG_POLL_MS", default_value_t = 2_000)]
+    pub catalog_poll_ms: u64,
+    /// Recent scores kept so that a feature registered live starts from history: `sma(N)` is
+    /// exact for N up to this, `ema(N)` within 1e-9 for N up to about a tenth of it.
+    #[arg(long, env = "RISKFLOW_HISTORY_ROWS", default_value_t = 1_000_000)]
+    pub history_rows: usize,
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long, env = "RISKFLOW_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -460,10 +468,13 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
         store: args.store,
         catalog: args.catalog,
         outflow_topic: args.outflow_topic,
+        catalog_poll: (args.catalog_poll_ms > 0)
+            .then(|| Duration::from_millis(args.catalog_poll_ms)),
         engine: EngineOptions {
             workers: args.workers.max(1),
             progress: std::io::stderr().is_terminal(),
             stop: Some(stop),
+            history_rows: args.history_rows,
             ..EngineOptions::default()
         },
     };

@@ -3,15 +3,17 @@
 
 use crate::catalog::{Catalog, CatalogError, GlueUrl, MemoryCatalog};
 use crate::checkpoint::PartPosition;
-use crate::dataflow::{self, EngineOptions, Job, RunError, RunReport};
+use crate::dataflow::{self, EngineOptions, Job, PlanSlot, RunError, RunReport};
 use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
-use crate::plan::{FeatureSetFile, PlanError};
+use crate::plan::{FeaturePlan, FeatureSetFile, PlanError};
 use crate::record::{TextField, YearRange, BASE_COLUMNS};
 use crate::sink::{FeatureRow, Sink, SinkError, StoreUrl};
 use crate::source::{Chunking, FileSource, Source, SourceError};
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A dataflow definition file.
@@ -253,6 +255,8 @@ pub struct StreamTarget {
     pub catalog: Option<GlueUrl>,
     /// Also publish stored rows to this topic (Kafka Connect JSON).
     pub outflow_topic: Option<String>,
+    /// How often to look for newly registered versions (live versions); `None`: never.
+    pub catalog_poll: Option<Duration>,
     pub engine: EngineOptions,
 }
 
@@ -314,7 +318,99 @@ pub fn stream_dataflow(
             .map(|source| source.map(|s| Box::new(s) as Box<dyn Source>))
             .map_err(|e| SourceError::Kafka(e.to_string()))
     });
-    Ok(dataflow::run(&job, sources, sink, target.engine.clone())?)
+    let mut engine = target.engine.clone();
+    let has_catalog = target.catalog.is_some() || !matches!(target.store, StoreUrl::Csv(_));
+    let watcher = match target.catalog_poll.filter(|_| has_catalog) {
+        Some(poll) => {
+            let slot = Arc::new(PlanSlot::default());
+            engine.live_plans = Some(Arc::clone(&slot));
+            let done = Arc::new(AtomicBool::new(false));
+            let watched = CatalogSource {
+                store: target.store.clone(),
+                glue: target.catalog.clone(),
+            };
+            let thread = watch_catalog(watched, job.plan.clone(), poll, slot, Arc::clone(&done));
+            Some((thread, done))
+        }
+        None => None,
+    };
+    let report = dataflow::run(&job, sources, sink, engine);
+    if let Some((thread, done)) = watcher {
+        done.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+    }
+    Ok(report?)
+}
+
+/// Where the catalog watcher reads versions: Glue, or the store's own catalog.
+struct CatalogSource {
+    store: StoreUrl,
+    glue: Option<GlueUrl>,
+}
+
+/// Looks at the catalog every `poll` until `done`, and offers each newer plan of the table (the
+/// versions running, and more) to the engine. A catalog that cannot be read is retried at the
+/// next poll; the stream goes on meanwhile.
+fn watch_catalog(
+    source: CatalogSource,
+    running: FeaturePlan,
+    poll: Duration,
+    slot: Arc<PlanSlot>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let table = running.table.clone();
+    let look = move |catalog: &mut Option<Box<dyn Catalog>>, running: &FeaturePlan| {
+        let catalog = match catalog {
+            Some(catalog) => catalog,
+            None => catalog.insert(crate::catalog::open(&source.store, source.glue.as_ref())?),
+        };
+        let versions = catalog.versions(&running.table)?;
+        if versions.len() <= running.versions.len() {
+            return Ok(None);
+        }
+        Ok::<_, CatalogError>(Some(FeaturePlan::new(&running.table, versions)?))
+    };
+    std::thread::Builder::new()
+        .name("riskflow-catalog".into())
+        .spawn(move || {
+            let mut running = running;
+            let mut catalog = None;
+            while !sleep_unless(&done, poll) {
+                match look(&mut catalog, &running) {
+                    Ok(None) => {}
+                    Ok(Some(newer)) if newer.versions.starts_with(&running.versions) => {
+                        let version = newer.versions.last().expect("a version");
+                        tracing::info!(table = table.as_str(), version = version.id, applies_from = %version.applies_from,
+                            "A new feature-set version was registered: the stream takes it on without a restart.");
+                        slot.offer(newer.clone());
+                        running = newer;
+                    }
+                    Ok(Some(_)) => tracing::error!(table = table.as_str(),
+                        "The catalog's versions no longer begin with those this stream runs; ignoring them (restart the stream)."),
+                    Err(error) => {
+                        tracing::warn!(table = table.as_str(), error = %error,
+                            "Cannot read the catalog; looking again at the next poll.");
+                        catalog = None;
+                    }
+                }
+            }
+        })
+        .expect("spawn the catalog watcher")
+}
+
+/// Sleeps `period` in short steps; returns early (true) once `done` is raised.
+fn sleep_unless(done: &AtomicBool, period: Duration) -> bool {
+    let until = std::time::Instant::now() + period;
+    loop {
+        if done.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return false;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
 }
 
 /// A human summary of a run, with the first rows of each version like the original snapshots.

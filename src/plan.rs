@@ -127,7 +127,7 @@ pub enum PlanError {
 }
 
 /// The versions of one table, validated against the evolution rules.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeaturePlan {
     pub table: String,
     pub versions: Vec<FeatureSetVersion>,

@@ -158,7 +158,10 @@ fn the_glue_catalog_keeps_one_table_version_per_feature_set_version() {
         "the Glue-catalogued run stored other rows"
     );
     assert_eq!(
-        count(&glue_db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'feature_versions'"),
+        count(
+            &glue_db,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'feature_versions'"
+        ),
         0,
         "with a Glue catalog the store keeps no catalog of its own"
     );
@@ -293,7 +296,10 @@ fn of_two_racing_glue_registrations_exactly_one_wins() {
         let outcomes: Vec<(bool, String, String)> = racers.into_iter().map(finish).collect();
         let winners: Vec<usize> = (0..2).filter(|&i| outcomes[i].0).collect();
         assert_eq!(winners.len(), 1, "round {round}: {outcomes:?}");
-        eprintln!("round {round}: loser said {}", outcomes[1 - winners[0]].2.trim());
+        eprintln!(
+            "round {round}: loser said {}",
+            outcomes[1 - winners[0]].2.trim()
+        );
         let loser = &outcomes[1 - winners[0]];
         assert!(
             loser.2.contains("registered by someone else")

@@ -462,3 +462,88 @@ fn count_or_zero(db: &Path, sql: &str) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
 }
+
+#[test]
+fn versions_registered_while_a_stream_runs_apply_from_their_dates_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2008 first, long enough (at the producer's rate) to register versions 1 and 2 while the
+    // stream is still in it; then 2009-2013.
+    let early = generate(dir.path(), "early.csv", 12_000, "2008-2008", &[]);
+    let late = generate(
+        dir.path(),
+        "late.csv",
+        20_000,
+        "2009-2013",
+        &["--seed", "9"],
+    );
+    let input = dir.path().join("in.csv");
+    let late_text = std::fs::read_to_string(&late).unwrap();
+    let late_rows = late_text.split_once('\n').unwrap().1;
+    std::fs::write(&input, std::fs::read_to_string(&early).unwrap() + late_rows).unwrap();
+
+    // The stream starts with version 0 only.
+    let version_0 = "table = \"loan_features\"\n[[versions]]\nid = 0\napplies_from = \"2007-01-01\"\nfeatures = { ma50 = \"sma(50)\" }\n";
+    let dataflow = write_dataflow(dir.path(), "live", "2008-", version_0);
+    let db = dir.path().join("live.db");
+    let topic = fresh_topic("live");
+    let stream = spawn_riskflow(&stream_args(
+        &topic,
+        &db,
+        2,
+        &[
+            dataflow.to_str().unwrap(),
+            "--until-complete",
+            "--catalog-poll-ms",
+            "100",
+        ],
+    ));
+    let producer = spawn_riskflow(&produce_args(&input, &topic, 3, &["--rate", "4000"]));
+    wait_until(
+        "the stream to store its first rows",
+        Duration::from_secs(60),
+        || stored(&db) > 0,
+    );
+    riskflow_ok(&[
+        "catalog",
+        "--store",
+        &sqlite_store(&db),
+        "register",
+        "config/feature_sets/loan_features.toml",
+    ]);
+    let newest = rows(&db, "SELECT max(application_date) FROM loan_features");
+    assert!(
+        matches!(&newest[0][0], rusqlite::types::Value::Text(d) if d.as_str() < "2009"),
+        "the producer outran the registration ({newest:?}): the test cannot check live versions"
+    );
+    let (produced, _, producer_err) = finish(producer);
+    assert!(produced, "{producer_err}");
+    let (ok, _, stream_err) = finish(stream);
+    assert!(ok, "{stream_err}");
+
+    // The store equals the batch run under the full plan: ma100 was added as a column and
+    // versions 1 and 2 applied from their dates.
+    let batch_db = dir.path().join("batch.db");
+    batch_run(&input, &batch_db);
+    let (expected, actual) = (feature_tables(&batch_db), feature_tables(&db));
+    for (table, (a, b)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_eq!(a.len(), b.len(), "{table} rows");
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!(
+                "{table} differs at row {i}:\n batch  {:?}\n stream {:?}",
+                a[i], b[i]
+            );
+        }
+    }
+    let versions = rows(
+        &db,
+        "SELECT DISTINCT _version FROM loan_features ORDER BY 1",
+    );
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM loan_features_v2"),
+        count(&db, "SELECT count(*) FROM loan_features WHERE _version = 2")
+    );
+}

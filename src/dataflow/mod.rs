@@ -1,34 +1,41 @@
 //! The one dataflow graph every mode runs, and the driver that feeds it.
 //!
 //! ```text
-//!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──▶ StampVersions ──rows──────┐
-//!  (file/S3/Kafka,    (every worker,  │      (exchange by key;    (version in force   │
-//!   _row assigned)     by chunk)      │       epochs in _row       at the row's date)  │
-//!                                     │       order)                     │ stat deltas   ▼
-//!                                     │                                  ▼          WriteToStore
-//!                                     │                     count_total (differential) ─▶ (worker 0,
-//!                                     └──dead letters────────────────────────────────────▶ one tx/epoch)
+//!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──▶ StampVersions ──rows, plans,──┐
+//!  (file/S3/Kafka,    (every worker,  │      (exchange by key;    (version in force   windows │
+//!   _row assigned)     by chunk)      │       epochs in _row       at the row's date)         │
+//!                                     │       order)                     │ stat deltas         ▼
+//!  catalog watcher ──newer plans──────┼──────────▶┘                      ▼               WriteToStore
+//!  (live versions)                    │                     count_total (differential) ──▶ (worker 0,
+//!                                     └──dead letters──────────────────────────────────▶ one tx/epoch)
 //! ```
 //!
 //! Timestamps are epochs: consecutive runs of `_row`s fixed by the source. An epoch is written
 //! once the frontier has passed it everywhere, so the store only ever holds whole epochs, and
-//! the output never depends on the number of workers. Rows travel in batches that share one text
+//! the output never depends on the number of workers. A version registered while a stream runs
+//! reaches the graph as a newer plan on worker 0's plan input, at the epoch that worker is
+//! reading; every later epoch is computed and stored under it ([`windows`] says how new
+//! features start from the kept history). Rows travel in batches that share one text
 //! buffer ([`LoanBatch`]); the store is written by a thread of its own (`writer`), and the sink
 //! operator holds each epoch's capability until that thread has committed it.
 
 mod operators;
 mod stats;
+pub mod windows;
 mod writer;
 
-pub use operators::{Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WriteToStore};
+pub use operators::{
+    Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WindowEvent, WriteToStore,
+};
 pub use stats::{StatDelta, StatKey, StatSums};
+pub use windows::{History, Windows};
 
 use crate::checkpoint::{Checkpoint, Position, Resume};
 use crate::features::{FeatureValues, Kernel};
 use crate::metrics;
 use crate::plan::FeaturePlan;
 use crate::record::{LoanBatch, YearRange};
-use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError, StatTotal};
+use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError};
 use crate::source::{Poll, RawChunk, Source, SourceError};
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::count::CountTotal;
@@ -38,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::core::{Concatenate, OkErr, Probe};
+use timely::dataflow::operators::core::{Concatenate, Probe};
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
@@ -82,6 +89,33 @@ pub struct EngineOptions {
     pub progress: bool,
     /// Raised (by a signal handler) to stop early; see [`run`].
     pub stop: Option<Arc<AtomicBool>>,
+    /// Where newer plans (live versions) are offered to the running dataflow.
+    pub live_plans: Option<Arc<PlanSlot>>,
+    /// How many recent scores the window operator keeps for definitions that arrive live.
+    pub history_rows: usize,
+}
+
+/// A newer plan offered to a running dataflow (by the catalog watcher); worker 0 sends it into
+/// the graph at the epoch it is reading.
+#[derive(Debug, Default)]
+pub struct PlanSlot {
+    pending: AtomicBool,
+    plan: Mutex<Option<FeaturePlan>>,
+}
+
+impl PlanSlot {
+    pub fn offer(&self, plan: FeaturePlan) {
+        *self.plan.lock().expect("plan lock") = Some(plan);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// The plan offered since the last call, if any (cheap when there is none).
+    fn take(&self) -> Option<FeaturePlan> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return None;
+        }
+        self.plan.lock().expect("plan lock").take()
+    }
 }
 
 impl Default for EngineOptions {
@@ -91,43 +125,37 @@ impl Default for EngineOptions {
             epochs_in_flight: 4,
             progress: false,
             stop: None,
+            live_plans: None,
+            history_rows: 0,
         }
     }
 }
 
 /// Builds the graph on one worker; returns the probe that tells which epochs are durable in the
 /// store. `raw` carries the source's chunks; `positions` where each worker's source parts
-/// resume once its input has moved past an epoch (for the checkpoint).
+/// resume once its input has moved past an epoch (for the checkpoint); `plans` newer plans.
 pub fn build<'scope>(
     raw: StreamVec<'scope, Epoch, RawChunk>,
     positions: StreamVec<'scope, Epoch, Position>,
+    plans: StreamVec<'scope, Epoch, FeaturePlan>,
     job: &Job,
+    history_rows: usize,
     sink: Option<Box<dyn Sink>>,
     state: Arc<RunState>,
 ) -> ProbeHandle<Epoch> {
     let plan = &job.plan;
-    let definitions = plan.definitions();
     let kernels = match &job.resume {
         Some(resume) => resume
             .checkpoint
-            .kernels(&definitions)
+            .kernels(&plan.definitions())
             .expect("the job checked that the checkpoint holds every window"),
-        None => definitions.iter().map(Kernel::new).collect(),
+        None => plan.definitions().iter().map(Kernel::new).collect(),
     };
+    let history = History::new(history_rows, job.resume.is_none());
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
-    let (windowed, windows) = rows
-        .ordered_windows(&definitions, kernels)
-        .ok_err(|out| out);
-    let (features, stat_deltas) = windowed.stamp_versions(plan, Arc::clone(&state));
-    let stat_names: Vec<Vec<String>> = plan
-        .versions
-        .iter()
-        .map(|v| {
-            std::iter::once("risk_score".to_owned())
-                .chain(v.features.keys().cloned())
-                .collect()
-        })
-        .collect();
+    let (items, stat_deltas) = rows
+        .ordered_windows(plans, Windows::new(plan.clone(), kernels, history))
+        .stamp_versions(plan, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job
         .resume
@@ -135,28 +163,13 @@ pub fn build<'scope>(
         .map(|r| r.stats.iter().cloned().collect())
         .unwrap_or_default();
     let stat_totals = stat_deltas.count_total().inner.flat_map(
-        move |(((version, day, column), total), time, diff): (
-            (StatKey, StatDelta),
-            Epoch,
-            isize,
-        )| {
+        move |((key, total), time, diff): ((StatKey, StatDelta), Epoch, isize)| {
             (diff > 0).then(|| {
                 let mut total = total;
-                if let Some(before) = stored.get(&(version, day, column)) {
+                if let Some(before) = stored.get(&key) {
                     total.plus_equals(before);
                 }
-                SinkItem::Stat(
-                    time,
-                    StatTotal {
-                        version,
-                        day,
-                        column: stat_names[version as usize][column as usize].clone(),
-                        rows: total.rows,
-                        nulls: total.nulls,
-                        mean: total.mean(),
-                        sum_micros: total.sum_micros,
-                    },
-                )
+                SinkItem::Stat(time, key, total)
             })
         },
     );
@@ -167,16 +180,15 @@ pub fn build<'scope>(
             ..Checkpoint::default()
         },
     };
-    let scope = features.scope();
+    let scope = items.scope();
     scope
         .concatenate([
-            features.map(SinkItem::Rows),
+            items,
             dead_letters.map(SinkItem::Dead),
             stat_totals,
             positions.map(SinkItem::Position),
-            windows.map(SinkItem::Windows),
         ])
-        .write_to_store(sink, last, state)
+        .write_to_store(sink, last, plan, state)
         .probe()
         .0
 }
@@ -379,7 +391,9 @@ pub fn run(
             build(
                 inputs.raw.to_stream(scope),
                 inputs.positions.to_stream(scope),
+                inputs.plans.to_stream(scope),
                 &job,
+                options.history_rows,
                 my_sink,
                 Arc::clone(&state),
             )
@@ -423,6 +437,18 @@ pub fn run(
                 }
                 worker.step_or_park(Some(MAX_PARK));
                 continue;
+            }
+            if let (0, Some(slot), Some(handle)) = (index, &options.live_plans, &mut input) {
+                if let Some(plan) = slot.take() {
+                    tracing::info!(
+                        table = plan.table.as_str(),
+                        versions = plan.versions.len(),
+                        epoch = handle.time(),
+                        "Taking on a newer feature-set plan from this epoch."
+                    );
+                    handle.plans.send(plan);
+                    handle.plans.flush();
+                }
             }
             let mut fed = false;
             match (&mut my_source, &mut input) {
@@ -505,10 +531,12 @@ pub fn run(
     Ok(report)
 }
 
-/// A worker's two inputs: the source's chunks, and where its source parts resume.
+/// A worker's inputs: the source's chunks, where its source parts resume, and newer plans
+/// (worker 0 only). They advance together.
 struct Inputs {
     raw: InputHandle<Epoch, CapacityContainerBuilder<Vec<RawChunk>>>,
     positions: InputHandle<Epoch, CapacityContainerBuilder<Vec<Position>>>,
+    plans: InputHandle<Epoch, CapacityContainerBuilder<Vec<FeaturePlan>>>,
 }
 
 impl Default for Inputs {
@@ -516,6 +544,7 @@ impl Default for Inputs {
         Inputs {
             raw: InputHandle::new(),
             positions: InputHandle::new(),
+            plans: InputHandle::new(),
         }
     }
 }
@@ -528,6 +557,7 @@ impl Inputs {
     fn advance_to(&mut self, epoch: Epoch) {
         self.raw.advance_to(epoch);
         self.positions.advance_to(epoch);
+        self.plans.advance_to(epoch);
     }
 
     /// Reports, at the current epoch, where the source resumes once its input moves on.

@@ -2,12 +2,12 @@
 
 use super::stats::{StatDelta, StatKey, StatSums};
 use super::writer::StoreWriter;
-use super::{RunState, WindowedBatch};
+use super::{RunState, WindowedBatch, Windows};
 use crate::checkpoint::{merge, Checkpoint, Position, WindowState};
-use crate::features::{FeatureDef, FeatureValues, Kernel};
+use crate::features::FeatureValues;
 use crate::parse::RecordParser;
 use crate::plan::FeaturePlan;
-use crate::record::{merged_row_order, DeadLetter, LoanBatch, YearRange};
+use crate::record::{DeadLetter, LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureBatch, Sink, StatTotal};
 use crate::source::RawChunk;
 use differential_dataflow::AsCollection;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::{Capability, InputCapability, Operator};
 use timely::dataflow::StreamVec;
 
 /// Epochs are the timestamps of the whole graph.
@@ -99,61 +99,110 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
     }
 }
 
+/// What the ordered-windows operator emits for an epoch, in this order: the plan, when a live
+/// version changed it at this epoch; the rows with the value of every definition the plan uses;
+/// the windows' state after the epoch (which the store commits so that a later run resumes
+/// from it).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum WindowEvent {
+    Plan(FeaturePlan),
+    Rows(WindowedBatch),
+    State(WindowState),
+}
+
 /// Holds rows per epoch until the frontier passes it, then feeds them to the kernels in `_row`
 /// order. All rows meet on one worker: the default feature key is the whole stream.
 ///
-/// Besides the rows with their values, it emits the windows' state after each epoch it computed
-/// (`Err`), which the store commits with the epoch so a later run can resume from it.
+/// `plans` carries newer plans (live versions); one sent at epoch `e` is taken on before the
+/// rows of `e`, so every epoch is computed under one plan.
 pub trait OrderedWindows<'scope> {
     fn ordered_windows(
         self,
-        definitions: &[FeatureDef],
-        kernels: Vec<Kernel>,
-    ) -> StreamVec<'scope, Epoch, Result<WindowedBatch, WindowState>>;
+        plans: StreamVec<'scope, Epoch, FeaturePlan>,
+        windows: Windows,
+    ) -> StreamVec<'scope, Epoch, WindowEvent>;
+}
+
+/// An epoch waiting for the frontier: its capability, its rows, and a newer plan if one came.
+struct OpenEpoch {
+    cap: Capability<Epoch>,
+    batches: Vec<LoanBatch>,
+    plan: Option<FeaturePlan>,
+}
+
+impl OpenEpoch {
+    /// The open epoch a message belongs to (opened now if it is the first).
+    fn of<'a>(
+        open: &'a mut BTreeMap<Epoch, OpenEpoch>,
+        cap: &InputCapability<Epoch>,
+        port: usize,
+    ) -> Option<&'a mut OpenEpoch> {
+        let time = *cap.least()?;
+        Some(open.entry(time).or_insert_with(|| OpenEpoch {
+            cap: cap.delayed(&time, port),
+            batches: Vec::new(),
+            plan: None,
+        }))
+    }
 }
 
 impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
     fn ordered_windows(
         self,
-        definitions: &[FeatureDef],
-        mut kernels: Vec<Kernel>,
-    ) -> StreamVec<'scope, Epoch, Result<WindowedBatch, WindowState>> {
+        plans: StreamVec<'scope, Epoch, FeaturePlan>,
+        mut windows: Windows,
+    ) -> StreamVec<'scope, Epoch, WindowEvent> {
         let peers = self.scope().peers() as u64;
         let window_worker = peers - 1; // worker 0 also runs the sink
-        let names: Vec<String> = definitions.iter().map(ToString::to_string).collect();
-        type Out = Result<WindowedBatch, WindowState>;
-        self.unary_frontier::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<WindowEvent>>, _, _, _, _>(
+            plans,
             Exchange::new(move |_: &LoanBatch| window_worker),
+            Exchange::new(move |_: &FeaturePlan| window_worker),
             "OrderedWindows",
             move |_, _| {
-                let mut pending: BTreeMap<Epoch, (Capability<Epoch>, Vec<LoanBatch>)> =
-                    BTreeMap::new();
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|cap, data| {
-                        let Some(cap) = cap.retain_least(output.output_index()) else {
-                            return;
-                        };
-                        let (_, batches) = pending
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap, Vec::new()));
-                        batches.extend(data.flat_map(|container| container.drain(..)));
+                let mut open: BTreeMap<Epoch, OpenEpoch> = BTreeMap::new();
+                move |(rows, rows_frontier), (plans, plans_frontier), output| {
+                    let port = output.output_index();
+                    rows.for_each_stamp(|cap, data| {
+                        if let Some(epoch) = OpenEpoch::of(&mut open, &cap, port) {
+                            epoch
+                                .batches
+                                .extend(data.flat_map(|container| container.drain(..)));
+                        }
                     });
-                    while let Some(entry) = pending.first_entry() {
-                        if frontier.less_equal(entry.key()) {
+                    plans.for_each_stamp(|cap, data| {
+                        if let Some(epoch) = OpenEpoch::of(&mut open, &cap, port) {
+                            for plan in data.flat_map(|container| container.drain(..)) {
+                                let newest = epoch.plan.as_ref().map_or(0, |p| p.versions.len());
+                                if plan.versions.len() > newest {
+                                    epoch.plan = Some(plan);
+                                }
+                            }
+                        }
+                    });
+                    while let Some(first) = open.first_entry() {
+                        let epoch = first.key();
+                        if rows_frontier.less_equal(epoch) || plans_frontier.less_equal(epoch) {
                             break;
                         }
-                        let (cap, mut batches) = entry.remove();
-                        batches.sort_unstable_by_key(LoanBatch::first_row);
-                        let values = apply_in_row_order(&batches, &mut kernels);
+                        let OpenEpoch {
+                            cap,
+                            mut batches,
+                            plan,
+                        } = first.remove();
                         let mut session = output.session(&cap);
-                        for (batch, values) in batches.into_iter().zip(values) {
-                            session.give(Ok(WindowedBatch { batch, values }));
+                        let changed = plan.is_some_and(|plan| windows.take_on(plan));
+                        if changed {
+                            session.give(WindowEvent::Plan(windows.plan().clone()));
                         }
-                        session.give(Err(names
-                            .iter()
-                            .cloned()
-                            .zip(kernels.iter().cloned())
-                            .collect()));
+                        if batches.is_empty() && !changed {
+                            continue;
+                        }
+                        batches.sort_unstable_by_key(LoanBatch::first_row);
+                        for windowed in windows.apply(batches) {
+                            session.give(WindowEvent::Rows(windowed));
+                        }
+                        session.give(WindowEvent::State(windows.state()));
                     }
                 }
             },
@@ -161,60 +210,33 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
     }
 }
 
-/// Feeds the rows of one epoch's batches (sorted by first row) to the kernels in `_row` order;
-/// returns the values per batch and row.
-///
-/// File batches are runs that never interleave, so they are applied one after another; Kafka
-/// batches hold every n-th row of a partition and are merged first.
-fn apply_in_row_order(batches: &[LoanBatch], kernels: &mut [Kernel]) -> Vec<Vec<FeatureValues>> {
-    let mut apply = |loan: &crate::record::LoanRow| -> FeatureValues {
-        kernels
-            .iter_mut()
-            .map(|k| k.push(loan.risk_score))
-            .collect()
-    };
-    let Some(order) = merged_row_order(batches.iter().map(|batch| &batch.rows[..])) else {
-        return batches
-            .iter()
-            .map(|batch| batch.rows.iter().map(&mut apply).collect())
-            .collect();
-    };
-    let mut values: Vec<Vec<FeatureValues>> = batches
-        .iter()
-        .map(|batch| vec![FeatureValues::new(); batch.len()])
-        .collect();
-    for (b, i) in order {
-        values[b as usize][i as usize] = apply(&batches[b as usize].rows[i as usize]);
-    }
-    values
-}
-
 /// Gives each row the version in force at its date, keeping that version's features; also
 /// emits the changes to `feature_stats` (pre-summed per batch) for differential to maintain.
+/// Plan changes and window states pass on to the store with the epoch they belong to.
 pub trait StampVersions<'scope> {
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, FeatureBatch>,
+        StreamVec<'scope, Epoch, SinkItem>,
         VecCollection<'scope, Epoch, StatKey, StatDelta>,
     );
 }
 
-impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
+impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
         state: Arc<RunState>,
     ) -> (
-        StreamVec<'scope, Epoch, FeatureBatch>,
+        StreamVec<'scope, Epoch, SinkItem>,
         VecCollection<'scope, Epoch, StatKey, StatDelta>,
     ) {
-        let plan = plan.clone();
-        let slots = plan.definition_slots();
-        type Out = Result<FeatureBatch, (StatKey, Epoch, StatDelta)>;
-        let (rows, stats) = self
+        let mut plan = plan.clone();
+        let mut slots = plan.definition_slots();
+        type Out = Result<SinkItem, (StatKey, Epoch, StatDelta)>;
+        let (items, stats) = self
             .unary::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
                 Pipeline,
                 "StampVersions",
@@ -224,40 +246,23 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                         input.for_each_stamp(|cap, data| {
                             let Some(&time) = cap.least() else { return };
                             let mut session = output.session(&cap);
-                            for windowed in data.flat_map(|container| container.drain(..)) {
-                                let WindowedBatch {
-                                    batch: mut rows,
-                                    values: all_values,
-                                } = windowed;
-                                let mut batch = FeatureBatch {
-                                    versions: Vec::with_capacity(rows.len()),
-                                    values: Vec::with_capacity(rows.len()),
-                                    ..FeatureBatch::default()
-                                };
-                                let mut kept = 0;
-                                for (i, row_values) in all_values.iter().enumerate() {
-                                    let loan = rows.rows[i];
-                                    let Some(version) = plan.version_at(loan.application_date)
-                                    else {
-                                        state.add_read(0, 1);
+                            for event in data.flat_map(|container| container.drain(..)) {
+                                let windowed = match event {
+                                    WindowEvent::Rows(windowed) => windowed,
+                                    WindowEvent::Plan(newer) => {
+                                        slots = newer.definition_slots();
+                                        plan = newer.clone();
+                                        session.give(Ok(SinkItem::Plan(newer)));
                                         continue;
-                                    };
-                                    let values: FeatureValues = slots[version.id as usize]
-                                        .iter()
-                                        .map(|&s| row_values[s])
-                                        .collect();
-                                    let columns = std::iter::once(loan.risk_score)
-                                        .chain(values.iter().copied());
-                                    sums.add(version.id, loan.application_date, columns);
-                                    rows.rows[kept] = loan;
-                                    kept += 1;
-                                    batch.versions.push(version.id);
-                                    batch.values.push(values);
-                                }
-                                rows.rows.truncate(kept);
-                                batch.batch = rows;
+                                    }
+                                    WindowEvent::State(windows) => {
+                                        session.give(Ok(SinkItem::Windows(windows)));
+                                        continue;
+                                    }
+                                };
+                                let batch = stamp(&plan, &slots, windowed, &mut sums, &state);
                                 if !batch.is_empty() {
-                                    session.give(Ok(batch));
+                                    session.give(Ok(SinkItem::Rows(batch)));
                                 }
                             }
                             session.give_iterator(
@@ -270,8 +275,49 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
                 },
             )
             .ok_err(|out| out);
-        (rows, stats.as_collection())
+        (items, stats.as_collection())
     }
+}
+
+/// Stamps one batch: rows dated before the first version are filtered out (and counted so);
+/// the others keep their version's values and add to the stats sums.
+fn stamp(
+    plan: &FeaturePlan,
+    slots: &[Vec<usize>],
+    windowed: WindowedBatch,
+    sums: &mut StatSums,
+    state: &RunState,
+) -> FeatureBatch {
+    let WindowedBatch {
+        batch: mut rows,
+        values: all_values,
+    } = windowed;
+    let mut batch = FeatureBatch {
+        versions: Vec::with_capacity(rows.len()),
+        values: Vec::with_capacity(rows.len()),
+        ..FeatureBatch::default()
+    };
+    let mut kept = 0;
+    for (i, row_values) in all_values.iter().enumerate() {
+        let loan = rows.rows[i];
+        let Some(version) = plan.version_at(loan.application_date) else {
+            state.add_read(0, 1);
+            continue;
+        };
+        let values: FeatureValues = slots[version.id as usize]
+            .iter()
+            .map(|&s| row_values[s])
+            .collect();
+        let columns = std::iter::once(loan.risk_score).chain(values.iter().copied());
+        sums.add(version.id, loan.application_date, columns);
+        rows.rows[kept] = loan;
+        kept += 1;
+        batch.versions.push(version.id);
+        batch.values.push(values);
+    }
+    rows.rows.truncate(kept);
+    batch.batch = rows;
+    batch
 }
 
 /// One item bound for the store.
@@ -279,13 +325,15 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowedBatch> {
 pub enum SinkItem {
     Rows(FeatureBatch),
     Dead(DeadLetter),
-    /// A new total, with the epoch it belongs to: differential sends updates of several times
-    /// in one message, so the message's time is only a lower bound.
-    Stat(Epoch, StatTotal),
+    /// A column's new total, with the epoch it belongs to: differential sends updates of several
+    /// times in one message, so the message's time is only a lower bound.
+    Stat(Epoch, StatKey, StatDelta),
     /// A worker's input moved past this epoch; its source parts resume here.
     Position(Position),
     /// The windows' state after this epoch.
     Windows(WindowState),
+    /// The plan changed at this epoch (a live version): the store evolves before writing it.
+    Plan(FeaturePlan),
 }
 
 /// Writes each epoch to the store once the frontier has passed it, in one transaction, on worker
@@ -293,11 +341,13 @@ pub enum SinkItem {
 /// capability for every epoch not yet durable, so a probe after it tells the driver which
 /// epochs are committed.
 pub trait WriteToStore<'scope> {
-    /// `last` is the checkpoint the run resumed from (or an empty one naming the source).
+    /// `last` is the checkpoint the run resumed from (or an empty one naming the source); `plan`
+    /// the plan the run starts with.
     fn write_to_store(
         self,
         sink: Option<Box<dyn Sink>>,
         last: Checkpoint,
+        plan: &FeaturePlan,
         state: Arc<RunState>,
     ) -> StreamVec<'scope, Epoch, ()>;
 }
@@ -307,8 +357,22 @@ pub trait WriteToStore<'scope> {
 struct Gathering {
     cap: Capability<Epoch>,
     batch: EpochBatch,
+    stats: Vec<(StatKey, StatDelta)>,
     positions: Vec<Position>,
     windows: Option<WindowState>,
+    plan: Option<FeaturePlan>,
+}
+
+/// The `feature_stats` column names of each version: `risk_score`, then its features.
+fn stat_columns(plan: &FeaturePlan) -> Vec<Vec<String>> {
+    plan.versions
+        .iter()
+        .map(|v| {
+            std::iter::once("risk_score".to_owned())
+                .chain(v.features.keys().cloned())
+                .collect()
+        })
+        .collect()
 }
 
 impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
@@ -316,9 +380,11 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
         self,
         sink: Option<Box<dyn Sink>>,
         mut last: Checkpoint,
+        plan: &FeaturePlan,
         state: Arc<RunState>,
     ) -> StreamVec<'scope, Epoch, ()> {
         let scope = self.scope();
+        let mut stat_names = stat_columns(plan);
         self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(|_: &SinkItem| 0),
             "WriteToStore",
@@ -334,7 +400,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         let port = output.output_index();
                         for item in data.flat_map(|batch| batch.drain(..)) {
                             let epoch = match &item {
-                                SinkItem::Stat(epoch, _) => *epoch,
+                                SinkItem::Stat(epoch, ..) => *epoch,
                                 _ => least,
                             };
                             let gathering = pending.entry(epoch).or_insert_with(|| Gathering {
@@ -343,16 +409,19 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                                     epoch,
                                     ..EpochBatch::default()
                                 },
+                                stats: Vec::new(),
                                 positions: Vec::new(),
                                 windows: None,
+                                plan: None,
                             });
                             let batch = &mut gathering.batch;
                             match item {
                                 SinkItem::Rows(rows) => batch.rows.push(rows),
                                 SinkItem::Dead(dead) => batch.dead_letters.push(dead),
-                                SinkItem::Stat(_, stat) => batch.stats.push(stat),
+                                SinkItem::Stat(_, key, total) => gathering.stats.push((key, total)),
                                 SinkItem::Position(at) => gathering.positions.push(at),
                                 SinkItem::Windows(windows) => gathering.windows = Some(windows),
+                                SinkItem::Plan(plan) => gathering.plan = Some(plan),
                             }
                         }
                     });
@@ -368,14 +437,33 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         let Gathering {
                             cap,
                             mut batch,
+                            stats,
                             positions,
                             windows,
+                            plan,
                         } = entry.remove();
+                        if let Some(plan) = plan {
+                            stat_names = stat_columns(&plan);
+                            batch.evolve = Some(plan);
+                        }
+                        batch.stats = stats
+                            .into_iter()
+                            .map(|((version, day, column), total)| StatTotal {
+                                version,
+                                day,
+                                column: stat_names[version as usize][column as usize].clone(),
+                                rows: total.rows,
+                                nulls: total.nulls,
+                                mean: total.mean(),
+                                sum_micros: total.sum_micros,
+                            })
+                            .collect();
                         let before = last.position.clone();
                         for at in &positions {
                             merge(&mut last.position, at);
                         }
-                        let moved = windows.is_some() || last.position != before;
+                        let moved =
+                            windows.is_some() || batch.evolve.is_some() || last.position != before;
                         if let Some(windows) = windows {
                             last.windows = windows;
                         }
@@ -414,6 +502,8 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::{History, Windows};
+    use crate::features::Kernel;
     use crate::record::{Date, LoanRow};
     use timely::dataflow::operators::capture::{Capture, Event};
     use timely::dataflow::operators::Input;
@@ -435,46 +525,129 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ordered_windows_apply_each_epoch_in_row_order_whatever_the_arrival_order() {
-        let def: FeatureDef = "sma(2)".parse().unwrap();
+    /// A plan of `versions` (each a list of `name = definition`), all applying from 2000.
+    fn plan(versions: &[&[(&str, &str)]]) -> FeaturePlan {
+        let versions = versions
+            .iter()
+            .enumerate()
+            .map(|(id, features)| crate::plan::FeatureSetVersion {
+                id: id as u32,
+                applies_from: Date::from_ymd(2000 + id as u32, 1, 1).unwrap(),
+                features: features
+                    .iter()
+                    .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
+                    .collect(),
+                registered_by: String::new(),
+                registered_at: String::new(),
+            })
+            .collect();
+        FeaturePlan::new("t", versions).unwrap()
+    }
+
+    /// A row as the operator emitted it: epoch, `_row`, values.
+    type RowSeen = (Epoch, u64, Vec<Option<f64>>);
+
+    /// Runs the operator over `epochs` of rows, with `newer` sent on the plan input at
+    /// `(epoch, plan)`; returns `(epoch, _row, values)` per row and the plans it announced.
+    fn windowed(
+        start: FeaturePlan,
+        epochs: Vec<Vec<LoanBatch>>,
+        newer: Option<(Epoch, FeaturePlan)>,
+    ) -> (Vec<RowSeen>, Vec<(Epoch, usize)>) {
         let captured = timely::execute_directly(move |worker| {
-            let (mut input, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
-                let (input, rows) = scope.new_input::<Vec<LoanBatch>>();
+            let (mut rows_in, mut plans_in, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (rows_in, rows) = scope.new_input::<Vec<LoanBatch>>();
+                let (plans_in, plans) = scope.new_input::<Vec<FeaturePlan>>();
+                let kernels = start.definitions().iter().map(Kernel::new).collect();
+                let windows = Windows::new(start, kernels, History::new(1_000, true));
                 (
-                    input,
-                    rows.ordered_windows(&[def], vec![Kernel::new(&def)])
-                        .capture(),
+                    rows_in,
+                    plans_in,
+                    rows.ordered_windows(plans, windows).capture(),
                 )
             });
-            // Epoch 0 arrives as two chunks in the wrong order, then epoch 1.
-            input.send(batch(&[(3, 30.0), (4, 40.0)]));
-            input.send(batch(&[(1, 10.0), (2, 20.0)]));
-            input.advance_to(1);
-            input.send(batch(&[(5, 50.0)]));
-            drop(input);
+            for (epoch, batches) in epochs.into_iter().enumerate() {
+                let epoch = epoch as Epoch;
+                rows_in.advance_to(epoch);
+                plans_in.advance_to(epoch);
+                if let Some((at, plan)) = newer.as_ref().filter(|(at, _)| *at == epoch) {
+                    assert_eq!(*at, epoch);
+                    plans_in.send(plan.clone());
+                }
+                for batch in batches {
+                    rows_in.send(batch);
+                }
+            }
+            drop((rows_in, plans_in));
             while worker.step() {}
             captured
         });
-        let mut seen = Vec::new();
+        let (mut rows, mut plans) = (Vec::new(), Vec::new());
         for event in captured.try_iter() {
-            if let Event::Messages(epoch, batches) = event {
-                let batches: Vec<Result<WindowedBatch, WindowState>> = batches;
-                for batch in batches.into_iter().flatten() {
-                    for (loan, values) in batch.batch.rows.iter().zip(&batch.values) {
-                        seen.push((*epoch.least().expect("a time"), loan.row, values[0]));
+            if let Event::Messages(epoch, events) = event {
+                let epoch = *epoch.least().expect("a time");
+                let events: Vec<WindowEvent> = events;
+                for event in events {
+                    match event {
+                        WindowEvent::Rows(batch) => {
+                            for (loan, values) in batch.batch.rows.iter().zip(&batch.values) {
+                                rows.push((epoch, loan.row, values.to_vec()));
+                            }
+                        }
+                        WindowEvent::Plan(plan) => plans.push((epoch, plan.versions.len())),
+                        WindowEvent::State(_) => {}
                     }
                 }
             }
         }
+        (rows, plans)
+    }
+
+    #[test]
+    fn ordered_windows_apply_each_epoch_in_row_order_whatever_the_arrival_order() {
+        // Epoch 0 arrives as two chunks in the wrong order, then epoch 1.
+        let epochs = vec![
+            vec![
+                batch(&[(3, 30.0), (4, 40.0)]),
+                batch(&[(1, 10.0), (2, 20.0)]),
+            ],
+            vec![batch(&[(5, 50.0)])],
+        ];
+        let (rows, plans) = windowed(plan(&[&[("f", "sma(2)")]]), epochs, None);
+        let got: Vec<(Epoch, u64, Option<f64>)> =
+            rows.into_iter().map(|(e, r, v)| (e, r, v[0])).collect();
         assert_eq!(
-            seen,
+            got,
             [
                 (0, 1, Some(10.0)),
                 (0, 2, Some(15.0)),
                 (0, 3, Some(25.0)),
                 (0, 4, Some(35.0)),
                 (1, 5, Some(45.0))
+            ]
+        );
+        assert!(plans.is_empty());
+    }
+
+    #[test]
+    fn a_newer_plan_applies_from_its_epoch_with_its_new_windows_warmed_from_history() {
+        let epochs = vec![
+            vec![batch(&[(1, 10.0), (2, 20.0)])],
+            vec![batch(&[(3, 30.0)])],
+            vec![batch(&[(4, 40.0)])],
+        ];
+        let first = plan(&[&[("f", "sma(2)")]]);
+        let both = plan(&[&[("f", "sma(2)")], &[("f", "sma(2)"), ("g", "sma(3)")]]);
+        let (rows, plans) = windowed(first, epochs, Some((1, both)));
+        assert_eq!(plans, [(1, 2)], "the new plan is announced at its epoch");
+        assert_eq!(
+            rows,
+            [
+                (0, 1, vec![Some(10.0)]),
+                (0, 2, vec![Some(15.0)]),
+                // sma(3) at row 3 already covers rows 1-3, as a full replay would.
+                (1, 3, vec![Some(25.0), Some(20.0)]),
+                (2, 4, vec![Some(35.0), Some(30.0)]),
             ]
         );
     }

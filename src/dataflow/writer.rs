@@ -41,7 +41,11 @@ impl StoreWriter {
                         break;
                     }
                     let started = std::time::Instant::now();
-                    match sink.write_epoch(&batch) {
+                    let evolved = batch
+                        .evolve
+                        .as_ref()
+                        .map_or(Ok(()), |plan| sink.evolve(plan));
+                    match evolved.and_then(|()| sink.write_epoch(&batch)) {
                         Ok(()) => state.record_epoch(&batch, started.elapsed()),
                         Err(error) => state.fail(error.into()),
                     }

@@ -89,9 +89,9 @@ fn connect_schema(table: &str, version: u32, features: &[String]) -> Value {
     })
 }
 
-impl Sink for OutflowSink {
-    fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
-        self.inner.prepare(plan)?;
+impl OutflowSink {
+    /// The Connect schema and feature names of each version of `plan`.
+    fn learn(&mut self, plan: &FeaturePlan) {
         self.versions = plan
             .versions
             .iter()
@@ -100,6 +100,19 @@ impl Sink for OutflowSink {
                 (connect_schema(&self.table, v.id, &names), names)
             })
             .collect();
+    }
+}
+
+impl Sink for OutflowSink {
+    fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        self.inner.prepare(plan)?;
+        self.learn(plan);
+        Ok(())
+    }
+
+    fn evolve(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        self.inner.evolve(plan)?;
+        self.learn(plan);
         Ok(())
     }
 

@@ -18,6 +18,8 @@ pub struct CsvSink {
     dead: BufWriter<File>,
     /// Per version, per feature column: which of the row's values goes there.
     value_at_column: Vec<Vec<Option<usize>>>,
+    /// The feature columns of the header.
+    columns: Vec<String>,
 }
 
 const FLUSH_BYTES: usize = 1 << 20;
@@ -42,6 +44,7 @@ impl CsvSink {
             path: path.to_owned(),
             dead_path,
             value_at_column: Vec::new(),
+            columns: Vec::new(),
         })
     }
 
@@ -93,6 +96,7 @@ impl Sink for CsvSink {
     fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
         let columns = plan.columns();
         self.value_at_column = value_at_column(plan, &columns);
+        self.columns = columns.iter().map(|(n, _)| n.clone()).collect();
         let header: Vec<&str> = BASE_COLUMNS
             .iter()
             .copied()
@@ -102,6 +106,21 @@ impl Sink for CsvSink {
         self.buffer.extend_from_slice(header.join(",").as_bytes());
         self.buffer.push(b'\n');
         writeln!(self.dead, "_row,reason,detail,raw").map_err(Self::io(&self.dead_path))
+    }
+
+    /// A new definition under an existing name goes on in the same file; a new column cannot
+    /// (the header is written).
+    fn evolve(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        let columns = plan.columns();
+        if let Some((added, _)) = columns.iter().find(|(n, _)| !self.columns.contains(n)) {
+            return Err(SinkError::Evolve {
+                store: self.path.display().to_string(),
+                version: plan.versions.len() as u32 - 1,
+                why: format!("a CSV export cannot add column `{added}` after its header is written; restart the stream to write a new file"),
+            });
+        }
+        self.value_at_column = value_at_column(plan, &columns);
+        Ok(())
     }
 
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {

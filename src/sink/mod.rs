@@ -168,6 +168,8 @@ pub struct EpochBatch {
     pub stats: Vec<StatTotal>,
     /// Where the run resumes after this epoch; committed with it.
     pub checkpoint: Option<Checkpoint>,
+    /// A live version changed the plan at this epoch: the store evolves before writing it.
+    pub evolve: Option<FeaturePlan>,
 }
 
 impl EpochBatch {
@@ -219,6 +221,11 @@ impl EpochBatch {
 pub trait Sink: Send {
     /// Creates the tables and views the plan needs, adding columns for new features.
     fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError>;
+    /// Takes on a newer plan mid-run (a live version): new columns and views, then rows with the
+    /// new version's features.
+    fn evolve(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        self.prepare(plan)
+    }
     /// The checkpoint last committed for `source` (see [`crate::checkpoint`]) with the
     /// `feature_stats` totals committed with it; `None` when the store has none or cannot keep
     /// one (a CSV export starts over).
@@ -364,6 +371,12 @@ pub enum SinkError {
         store: String,
         after: std::time::Duration,
         error: String,
+    },
+    #[error("{store} cannot take on version {version}: {why}")]
+    Evolve {
+        store: String,
+        version: u32,
+        why: String,
     },
     #[error("the checkpoint of `{table}` in {store} cannot be used: {why}")]
     Checkpoint {

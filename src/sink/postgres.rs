@@ -186,7 +186,7 @@ impl PostgresSink {
     }
 
     /// Creates or evolves the table, its comments and views, and the shared tables.
-    fn evolve(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+    fn evolve_schema(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
         let table = self.table.clone();
         let first: Vec<(String, FeatureDef)> = plan.versions[0]
             .features
@@ -412,7 +412,7 @@ impl Sink for PostgresSink {
     fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
         self.columns = plan.columns();
         self.value_at_column = value_at_column(plan, &self.columns);
-        self.evolve(plan)?;
+        self.evolve_schema(plan)?;
         self.create_staging()
     }
 

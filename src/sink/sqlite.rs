@@ -97,7 +97,7 @@ impl SqliteSink {
         })
     }
 
-    fn evolve(&self, tx: &Transaction<'_>, plan: &FeaturePlan) -> Result<(), SinkError> {
+    fn evolve_schema(&self, tx: &Transaction<'_>, plan: &FeaturePlan) -> Result<(), SinkError> {
         let table = &self.table;
         let columns = plan.columns();
         let first = &plan.versions[0];
@@ -238,7 +238,7 @@ impl Sink for SqliteSink {
             .conn
             .unchecked_transaction()
             .map_err(SinkError::sqlite(&self.path, "begin"))?;
-        self.evolve(&tx, plan)?;
+        self.evolve_schema(&tx, plan)?;
         tx.commit()
             .map_err(SinkError::sqlite(&self.path, "commit schema changes"))?;
 
