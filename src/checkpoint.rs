@@ -53,6 +53,9 @@ pub struct Checkpoint {
 pub struct Resume {
     pub checkpoint: Checkpoint,
     pub stats: Vec<(StatKey, StatDelta)>,
+    /// The scores of the last stored rows, in `_row` order: the history a stream keeps for
+    /// features registered live (see [`crate::dataflow::windows`]).
+    pub history: Vec<Option<f64>>,
 }
 
 impl Checkpoint {

@@ -187,9 +187,12 @@ fn open_store(
 /// checkpoint for this source, unless it lacks the window of a definition registered since (then
 /// the job starts over from the first row, which recomputes that feature exactly; rows already
 /// stored are kept as they are).
-fn prepare(job: &mut Job, sink: &mut dyn Sink) -> Result<(), JobError> {
+fn prepare(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Result<(), JobError> {
     sink.prepare(&job.plan)?;
     job.resume = sink.resume(&job.source, &job.plan)?;
+    if let Some(resume) = job.resume.as_mut().filter(|_| history_rows > 0) {
+        resume.history = sink.recent_scores(history_rows)?;
+    }
     if let Some(resume) = &job.resume {
         if let Err(missing) = resume.checkpoint.kernels(&job.plan.definitions()) {
             tracing::warn!(table = job.plan.table.as_str(), definition = %missing,
@@ -219,7 +222,7 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
         target.catalog.as_ref(),
         file_identity(&target.input, dataflow),
     )?;
-    prepare(&mut job, &mut *sink)?;
+    prepare(&mut job, &mut *sink, target.engine.history_rows)?;
     let source = FileSource::open(&target.input, target.chunking, resume_at(&job, 0))?;
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         input = %target.input.display(), store = %target.store, workers = target.engine.workers, "Running dataflow.");
@@ -281,7 +284,7 @@ pub fn stream_dataflow(
             &dataflow.feature_set.table,
         )?);
     }
-    prepare(&mut job, &mut *sink)?;
+    prepare(&mut job, &mut *sink, target.engine.history_rows)?;
     let stopped = || {
         target
             .engine

@@ -124,12 +124,30 @@ fn run_into(input: &Path, store: &str, extra: &[&str]) -> String {
     riskflow_ok(&args)
 }
 
+/// The scores of the last `rows` rows of `loan_features` as the store reads them back.
+fn recent_scores(store: &str, rows: usize) -> Vec<Option<f64>> {
+    let store: riskflow::sink::StoreUrl = store.parse().unwrap();
+    store
+        .open("loan_features")
+        .unwrap()
+        .recent_scores(rows)
+        .unwrap()
+}
+
 #[test]
 fn both_dialects_equal_postgres_window_functions_and_the_sqlite_run() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 30_000, "2007-2013", &["--quirks"]);
     let sqlite = dir.path().join("s.db");
     run_into(&input, &sqlite_store(&sqlite), &["-w", "2"]);
+    let last_500: Vec<Option<f64>> = rows(
+        &sqlite,
+        "SELECT risk_score FROM (SELECT _row, risk_score FROM loan_features ORDER BY _row DESC LIMIT 500) ORDER BY _row",
+    )
+    .iter()
+    .map(|r| as_f64(&r[0]))
+    .collect();
+    assert_eq!(recent_scores(&sqlite_store(&sqlite), 500), last_500);
     let server = server();
     for (dialect, url) in [
         ("postgres", fresh_database(&server, "dialect_pg")),
@@ -198,6 +216,12 @@ fn both_dialects_equal_postgres_window_functions_and_the_sqlite_run() {
             &format!("{dialect} feature_stats"),
             &rows(&sqlite, STATS_SQLITE),
             &pg_rows(&url, STATS),
+        );
+        // What a resumed stream refills its history with: the last stored rows' scores.
+        assert_eq!(
+            recent_scores(&store, 500),
+            recent_scores(&sqlite_store(&sqlite), 500),
+            "{dialect}: recent scores"
         );
         // A rerun finds the checkpoint at the end and changes nothing.
         let before = store_tables(&url);

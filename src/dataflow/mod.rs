@@ -151,7 +151,10 @@ pub fn build<'scope>(
             .expect("the job checked that the checkpoint holds every window"),
         None => plan.definitions().iter().map(Kernel::new).collect(),
     };
-    let history = History::new(history_rows, job.resume.is_none());
+    let history = match &job.resume {
+        Some(resume) => History::refilled(history_rows, &resume.history),
+        None => History::new(history_rows, true),
+    };
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
     let (items, stat_deltas) = rows
         .ordered_windows(plans, Windows::new(plan.clone(), kernels, history))

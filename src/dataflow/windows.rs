@@ -13,7 +13,9 @@
 //!   1e-9 relative once K is above about 11·N (for `ema(50)`: about 550 rows).
 //!
 //! Beyond that, the new feature starts from the oldest kept score, and the engine says so in the
-//! log.
+//! log. A resumed stream refills its history from the last rows the store holds, so a restart
+//! loses none of it (rows dated before the table's first version are not stored, so they are not
+//! in a refilled history).
 
 use super::WindowedBatch;
 use crate::checkpoint::WindowState;
@@ -40,6 +42,15 @@ impl History {
             capacity,
             from_first_row,
         }
+    }
+
+    /// A resumed run's history: the scores of the last rows the store holds (`_row` order).
+    pub fn refilled(capacity: usize, stored: &[Option<f64>]) -> History {
+        let mut history = History::new(capacity, false);
+        for &score in stored {
+            history.push(score);
+        }
+        history
     }
 
     #[inline]

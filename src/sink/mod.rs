@@ -232,10 +232,37 @@ pub trait Sink: Send {
     fn resume(&mut self, _source: &str, _plan: &FeaturePlan) -> Result<Option<Resume>, SinkError> {
         Ok(None)
     }
+    /// The scores of the last `rows` distinct rows stored, in `_row` order (rows stored under
+    /// several versions count once); empty for a store that cannot read back.
+    fn recent_scores(&mut self, _rows: usize) -> Result<Vec<Option<f64>>, SinkError> {
+        Ok(Vec::new())
+    }
     /// Writes one epoch atomically, with its checkpoint.
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError>;
     /// Flushes whatever is buffered; called once after the last epoch.
     fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// The last `limit` distinct rows of `(_row, score)` pairs read newest first (a row stored under
+/// several versions comes once per version, consecutively), as scores in `_row` order.
+pub fn oldest_first(
+    newest_first: impl Iterator<Item = (i64, Option<f64>)>,
+    limit: usize,
+) -> Vec<Option<f64>> {
+    let mut scores = Vec::new();
+    let mut last = None;
+    for (row, score) in newest_first {
+        if last == Some(row) {
+            continue;
+        }
+        if scores.len() == limit {
+            break;
+        }
+        last = Some(row);
+        scores.push(score);
+    }
+    scores.reverse();
+    scores
 }
 
 /// For each version of `plan`, for each of the table's feature `columns`: the index of the
@@ -416,5 +443,25 @@ impl SinkError {
             action,
             error,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recent_scores_count_each_row_once_and_come_oldest_first() {
+        // Row 9 is stored under two versions.
+        let newest_first = [
+            (9, Some(1.0)),
+            (9, Some(1.0)),
+            (7, None),
+            (4, Some(3.0)),
+            (2, Some(4.0)),
+        ];
+        assert_eq!(
+            super::oldest_first(newest_first.into_iter(), 3),
+            [Some(3.0), None, Some(1.0)]
+        );
+        assert_eq!(super::oldest_first(newest_first.into_iter(), 9).len(), 4);
     }
 }

@@ -462,7 +462,11 @@ impl Sink for PostgresSink {
             })
             .collect();
         let stats = stat_base(plan, stored).map_err(unusable)?;
-        Ok(Some(Resume { checkpoint, stats }))
+        Ok(Some(Resume {
+            checkpoint,
+            stats,
+            history: Vec::new(),
+        }))
     }
 
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
@@ -509,6 +513,41 @@ impl Sink for PostgresSink {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    fn recent_scores(&mut self, rows: usize) -> Result<Vec<Option<f64>>, SinkError> {
+        let sql = format!(
+            "SELECT _row, risk_score FROM {} ORDER BY _row DESC, _version DESC",
+            self.table
+        );
+        let store = self.shown.clone();
+        let client = self.client()?;
+        let mut read = || -> Result<Vec<Option<f64>>, postgres::Error> {
+            // Through a portal, a chunk at a time: the table may be far longer than the history.
+            let mut tx = client.transaction()?;
+            let portal = tx.bind(sql.as_str(), &[])?;
+            let mut newest_first: Vec<(i64, Option<f64>)> = Vec::new();
+            let mut distinct = 0;
+            while distinct <= rows {
+                let chunk = tx.query_portal(&portal, 65_536)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for row in &chunk {
+                    let row_number: i64 = row.get(0);
+                    if newest_first.last().map(|(r, _)| *r) != Some(row_number) {
+                        distinct += 1;
+                    }
+                    newest_first.push((row_number, row.get(1)));
+                }
+            }
+            Ok(super::oldest_first(newest_first.into_iter(), rows))
+        };
+        read().map_err(|error| SinkError::Postgres {
+            store,
+            action: "read the recent scores".into(),
+            error,
+        })
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {

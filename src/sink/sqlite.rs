@@ -380,7 +380,36 @@ impl Sink for SqliteSink {
             table: self.table.clone(),
             why,
         })?;
-        Ok(Some(Resume { checkpoint, stats }))
+        Ok(Some(Resume {
+            checkpoint,
+            stats,
+            history: Vec::new(),
+        }))
+    }
+
+    fn recent_scores(&mut self, rows: usize) -> Result<Vec<Option<f64>>, SinkError> {
+        let read = || SinkError::sqlite(&self.path, "read the recent scores");
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT _row, risk_score FROM {} ORDER BY _row DESC, _version DESC",
+                self.table
+            ))
+            .map_err(read())?;
+        let newest_first = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<f64>>(1)?))
+            })
+            .map_err(read())?;
+        let mut failed = None;
+        let scores = super::oldest_first(
+            newest_first.map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+            rows,
+        );
+        match failed {
+            Some(error) => Err(read()(error)),
+            None => Ok(scores),
+        }
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
