@@ -157,6 +157,15 @@ fn settings_come_from_the_profile_then_the_environment_then_flags() {
         stderr.contains("brokerz"),
         "the unknown key is named: {stderr}"
     );
+
+    // The catalog comes from the profile too (checked without AWS: a malformed URL is refused).
+    std::fs::write(&profile, "catalog = \"glue:/nope\"\n").unwrap();
+    let out = riskflow(&["--config", profile.to_str().unwrap(), "catalog", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("`glue:/nope` is not a Glue catalog"),
+        "{stderr}"
+    );
 }
 
 #[test]
