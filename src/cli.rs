@@ -3,7 +3,7 @@
 //! ([`crate::profile`]).
 
 use crate::catalog::GlueUrl;
-use crate::dataflow::{EngineOptions, RunReport};
+use crate::dataflow::{Cluster, EngineOptions, RunReport};
 use crate::gen::{generate, GenOptions};
 use crate::job::{
     run_dataflow, stream_dataflow, summarize, LoadedDataflow, RunTarget, StreamTarget,
@@ -144,6 +144,42 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Cluster mode: several processes (on one host or several) as one timely computation.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Processes in the cluster, each with `-w` workers (1: this process runs alone).
+    #[arg(short = 'n', long, env = "RISKFLOW_PROCESSES", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index in the cluster, 0 to N-1 (process 0 writes the store).
+    #[arg(short = 'p', long, env = "RISKFLOW_PROCESS", default_value_t = 0)]
+    pub process: usize,
+    /// The cluster's addresses: one `host:port` line per process, process 0 first.
+    #[arg(long, env = "RISKFLOW_HOSTFILE")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn cluster(&self) -> anyhow::Result<Option<Cluster>> {
+        if self.processes <= 1 {
+            anyhow::ensure!(
+                self.process == 0,
+                "-p {} needs -n greater than 1",
+                self.process
+            );
+            return Ok(None);
+        }
+        let path = self
+            .hostfile
+            .as_ref()
+            .context("cluster mode (-n > 1) needs --hostfile with one host:port per process")?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read hostfile {}", path.display()))?;
+        Cluster::from_hostfile(&text, self.processes, self.process)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("hostfile {}: {e}", path.display()))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT…].
@@ -198,9 +234,11 @@ pub struct StreamArgs {
     /// catalog.
     #[arg(long, env = "RISKFLOW_CATALOG")]
     pub catalog: Option<GlueUrl>,
-    /// Worker threads; worker i reads the partitions p with p % workers == i.
+    /// Worker threads; worker i (of all processes) reads the partitions p with p % workers == i.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Stop after the producer's final marker instead of waiting for more.
     #[arg(long)]
     pub until_complete: bool,
@@ -241,6 +279,8 @@ pub struct RunArgs {
     /// Worker threads.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Records per epoch: the unit of ordering and of store transactions.
     #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 16_384)]
     pub epoch_rows: u64,
@@ -475,12 +515,18 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
             progress: std::io::stderr().is_terminal(),
             stop: Some(stop),
             history_rows: args.history_rows,
+            cluster: args.cluster.cluster()?,
             ..EngineOptions::default()
         },
     };
     let report = stream_dataflow(&dataflow, &target)
         .with_context(|| format!("dataflow {}", path.display()))?;
-    print_summary(&dataflow, &report, args.quiet);
+    print_summary(
+        &dataflow,
+        &report,
+        args.quiet,
+        target.engine.cluster.as_ref(),
+    );
     let delays = &target.stream.delays;
     if let (Some(p50), Some(p99)) = (delays.quantile(0.5), delays.quantile(0.99)) {
         println!(
@@ -521,6 +567,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
         engine: EngineOptions {
             workers: args.workers.max(1),
             progress: std::io::stderr().is_terminal(),
+            cluster: args.cluster.cluster()?,
             ..EngineOptions::default()
         },
         chunking: Chunking::with_epoch_rows(args.epoch_rows),
@@ -529,9 +576,17 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
         let dataflow = LoadedDataflow::load(path)?;
         let report = run_dataflow(&dataflow, &target)
             .with_context(|| format!("dataflow {}", path.display()))?;
-        print_summary(&dataflow, &report, args.quiet);
+        print_summary(
+            &dataflow,
+            &report,
+            args.quiet,
+            target.engine.cluster.as_ref(),
+        );
     }
-    if let StoreUrl::Sqlite(path) = &target.store {
+    if let (StoreUrl::Sqlite(path), true) = (
+        &target.store,
+        Cluster::leads(target.engine.cluster.as_ref()),
+    ) {
         println!(
             "stored in {} — try: sqlite3 {} 'select * from loan_features_v1 limit 5'",
             path.display(),
@@ -542,7 +597,26 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Prints a run's summary: in full, or only its first line with `quiet`.
-fn print_summary(dataflow: &LoadedDataflow, report: &RunReport, quiet: bool) {
+fn print_summary(
+    dataflow: &LoadedDataflow,
+    report: &RunReport,
+    quiet: bool,
+    cluster: Option<&Cluster>,
+) {
+    if let Some(cluster) = cluster {
+        let (process, processes) = (cluster.process, cluster.addresses.len());
+        if process != 0 {
+            println!(
+                "{} → {}: process {process} of {processes} parsed {} records in {:.2} s; process 0 writes the store and reports what was stored",
+                dataflow.name,
+                dataflow.feature_set.table,
+                report.records_read,
+                report.elapsed.as_secs_f64()
+            );
+            return;
+        }
+        println!("process 0 of {processes} (records read and filtered: this process's share; rows stored and dead letters: the whole cluster's)");
+    }
     let summary = summarize(dataflow, report);
     if quiet {
         println!("{}", summary.lines().next().unwrap_or_default());

@@ -3,7 +3,7 @@
 
 use crate::catalog::{Catalog, CatalogError, GlueUrl, MemoryCatalog};
 use crate::checkpoint::PartPosition;
-use crate::dataflow::{self, EngineOptions, Job, PlanSlot, RunError, RunReport};
+use crate::dataflow::{self, Cluster, EngineOptions, Job, PlanSlot, RunError, RunReport};
 use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
 use crate::plan::{FeaturePlan, FeatureSetFile, PlanError};
 use crate::record::{TextField, YearRange, BASE_COLUMNS};
@@ -75,6 +75,8 @@ pub enum JobError {
     Run(#[from] RunError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error("process 0 of the cluster has not prepared the store: {0}")]
+    Waiting(String),
 }
 
 /// A dataflow definition with its feature set loaded.
@@ -183,12 +185,17 @@ fn open_store(
     Ok((job, sink))
 }
 
-/// Prepares the store for the job's plan and reads where the job resumes: the store's last
-/// checkpoint for this source, unless it lacks the window of a definition registered since (then
-/// the job starts over from the first row, which recomputes that feature exactly; rows already
-/// stored are kept as they are).
+/// Prepares the store for the job's plan and reads where the job resumes.
 fn prepare(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Result<(), JobError> {
     sink.prepare(&job.plan)?;
+    read_resume(job, sink, history_rows)
+}
+
+/// Reads where the job resumes: the store's last checkpoint for this source, unless it lacks the
+/// window of a definition registered since (then the job starts over from the first row, which
+/// recomputes that feature exactly; rows already stored are kept as they are). A resumed job
+/// also gets the recent scores a stream keeps for live versions.
+fn read_resume(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Result<(), JobError> {
     job.resume = sink.resume(&job.source, &job.plan)?;
     if let Some(resume) = job.resume.as_mut().filter(|_| history_rows > 0) {
         resume.history = sink.recent_scores(history_rows)?;
@@ -207,6 +214,56 @@ fn prepare(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Result<()
     Ok(())
 }
 
+/// How long a cluster process other than 0 waits for process 0 to register the versions and
+/// prepare the store.
+const LEADER_WAIT: Duration = Duration::from_secs(120);
+
+/// On a cluster process other than 0: waits until process 0 has registered the dataflow's
+/// versions and prepared the store, then reads the same plan and checkpoint (every process
+/// needs them: its sources resume from the checkpoint, and the window worker may be here). Only
+/// process 0 writes the store.
+fn follow_leader(
+    dataflow: &LoadedDataflow,
+    store: &StoreUrl,
+    glue: Option<&GlueUrl>,
+    source: String,
+    history_rows: usize,
+) -> Result<Job, JobError> {
+    let table = &dataflow.feature_set.table;
+    let attempt = || -> Result<Job, JobError> {
+        let mut catalog = crate::catalog::open(store, glue)?;
+        let versions = catalog.versions(table)?;
+        for version in &dataflow.feature_set.versions {
+            if crate::catalog::plan_registration(table, &versions, version)?.is_some() {
+                return Err(JobError::Waiting(format!(
+                    "version {} of `{table}` is not registered yet",
+                    version.id
+                )));
+            }
+        }
+        let mut job = Job {
+            years: dataflow.years,
+            plan: crate::plan::FeaturePlan::new(table, versions)?,
+            source: source.clone(),
+            resume: None,
+        };
+        let mut sink = store.open(table)?;
+        read_resume(&mut job, &mut *sink, history_rows)?;
+        Ok(job)
+    };
+    let deadline = std::time::Instant::now() + LEADER_WAIT;
+    loop {
+        match attempt() {
+            Ok(job) => return Ok(job),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::debug!(table = table.as_str(), %error, "Waiting for process 0 to prepare the store.");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Where a run resumes in its source: the checkpoint's position of `part`.
 fn resume_at(job: &Job, part: i32) -> Option<PartPosition> {
     job.resume
@@ -215,22 +272,37 @@ fn resume_at(job: &Job, part: i32) -> Option<PartPosition> {
 }
 
 /// Runs one dataflow: registers its versions, prepares the store, streams the input through.
+/// In a cluster, process 0 does all three (its worker 0 reads the file and writes the store);
+/// the other processes parse and compute.
 pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
-    let (mut job, mut sink) = open_store(
-        dataflow,
-        &target.store,
-        target.catalog.as_ref(),
-        file_identity(&target.input, dataflow),
-    )?;
-    prepare(&mut job, &mut *sink, target.engine.history_rows)?;
-    let source = FileSource::open(&target.input, target.chunking, resume_at(&job, 0))?;
+    let identity = file_identity(&target.input, dataflow);
+    let engine = target.engine.clone();
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
-        input = %target.input.display(), store = %target.store, workers = target.engine.workers, "Running dataflow.");
+        input = %target.input.display(), store = %target.store, workers = engine.workers, cluster = ?engine.cluster, "Running dataflow.");
+    if !Cluster::leads(engine.cluster.as_ref()) {
+        let job = follow_leader(
+            dataflow,
+            &target.store,
+            target.catalog.as_ref(),
+            identity,
+            engine.history_rows,
+        )?;
+        return Ok(dataflow::run(
+            &job,
+            Box::new(|_, _| Ok(None)),
+            None,
+            engine,
+        )?);
+    }
+    let (mut job, mut sink) =
+        open_store(dataflow, &target.store, target.catalog.as_ref(), identity)?;
+    prepare(&mut job, &mut *sink, engine.history_rows)?;
+    let source = FileSource::open(&target.input, target.chunking, resume_at(&job, 0))?;
     Ok(dataflow::run(
         &job,
         dataflow::single_source(Box::new(source)),
-        sink,
-        target.engine.clone(),
+        Some(sink),
+        engine,
     )?)
 }
 
@@ -274,17 +346,30 @@ pub fn stream_dataflow(
 ) -> Result<RunReport, JobError> {
     let options = &target.stream;
     let identity = format!("kafka:{} (years {})", options.topic, dataflow.years);
-    let (mut job, mut sink) =
-        open_store(dataflow, &target.store, target.catalog.as_ref(), identity)?;
-    if let Some(topic) = &target.outflow_topic {
-        sink = Box::new(OutflowSink::new(
-            sink,
-            &options.brokers,
-            topic,
-            &dataflow.feature_set.table,
-        )?);
-    }
-    prepare(&mut job, &mut *sink, target.engine.history_rows)?;
+    let leads = Cluster::leads(target.engine.cluster.as_ref());
+    let (job, sink) = if leads {
+        let (mut job, mut sink) =
+            open_store(dataflow, &target.store, target.catalog.as_ref(), identity)?;
+        if let Some(topic) = &target.outflow_topic {
+            sink = Box::new(OutflowSink::new(
+                sink,
+                &options.brokers,
+                topic,
+                &dataflow.feature_set.table,
+            )?);
+        }
+        prepare(&mut job, &mut *sink, target.engine.history_rows)?;
+        (job, Some(sink))
+    } else {
+        let job = follow_leader(
+            dataflow,
+            &target.store,
+            target.catalog.as_ref(),
+            identity,
+            target.engine.history_rows,
+        )?;
+        (job, None)
+    };
     let stopped = || {
         target
             .engine
@@ -323,7 +408,8 @@ pub fn stream_dataflow(
     });
     let mut engine = target.engine.clone();
     let has_catalog = target.catalog.is_some() || !matches!(target.store, StoreUrl::Csv(_));
-    let watcher = match target.catalog_poll.filter(|_| has_catalog) {
+    // The catalog watcher runs where worker 0 is: it feeds the plan input of that worker.
+    let watcher = match target.catalog_poll.filter(|_| has_catalog && leads) {
         Some(poll) => {
             let slot = Arc::new(PlanSlot::default());
             engine.live_plans = Some(Arc::clone(&slot));

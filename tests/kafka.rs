@@ -86,7 +86,7 @@ fn interrupt(child: &Child) {
 }
 
 /// Rows stored so far (0 while the table does not exist yet).
-fn stored(db: &Path) -> i64 {
+pub fn stored(db: &Path) -> i64 {
     if !db.exists() {
         return 0;
     }
@@ -101,7 +101,7 @@ fn batch_run(input: &Path, db: &Path) -> String {
 }
 
 /// The tables a stream and a batch run must agree on.
-fn feature_tables(db: &Path) -> Vec<Vec<Vec<rusqlite::types::Value>>> {
+pub fn feature_tables(db: &Path) -> Vec<Vec<Vec<rusqlite::types::Value>>> {
     vec![
         table_rows(db, "loan_features", "_row, _version"),
         table_rows(db, "dead_letter", "source_table, _row"),

@@ -93,6 +93,92 @@ pub struct EngineOptions {
     pub live_plans: Option<Arc<PlanSlot>>,
     /// How many recent scores the window operator keeps for definitions that arrive live.
     pub history_rows: usize,
+    /// Run as one process of several (cluster mode); `None` runs alone.
+    pub cluster: Option<Cluster>,
+}
+
+/// This process's place in a cluster: one timely computation over every process's workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index (0 holds worker 0: the store writer and a file source).
+    pub process: usize,
+    /// `host:port` of every process, process 0 first.
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// The first `processes` lines of a hostfile (`host:port` per line; blank lines and `#`
+    /// comments ignored).
+    pub fn from_hostfile(text: &str, processes: usize, process: usize) -> Result<Cluster, String> {
+        let addresses: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .take(processes)
+            .map(str::to_owned)
+            .collect();
+        if addresses.len() < processes {
+            return Err(format!(
+                "the hostfile lists {} process(es) but -n is {processes}",
+                addresses.len()
+            ));
+        }
+        if process >= processes {
+            return Err(format!(
+                "-p {process} is not a process of -n {processes} (0..{processes})"
+            ));
+        }
+        if let Some(bad) = addresses.iter().find(|a| {
+            a.rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        }) {
+            return Err(format!("hostfile line `{bad}` is not host:port"));
+        }
+        Ok(Cluster { process, addresses })
+    }
+
+    /// Whether this process holds worker 0 (it writes the store).
+    pub fn leads(cluster: Option<&Cluster>) -> bool {
+        cluster.is_none_or(|c| c.process == 0)
+    }
+
+    fn config(&self, threads: usize) -> timely::Config {
+        timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads,
+                process: self.process,
+                addresses: self.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
+        }
+    }
+}
+
+/// When a peer process goes away, timely's network threads panic with a message starting
+/// "timely communication error"; turn that into a clear error and a prompt exit rather than a
+/// hung or half-stopped process. Nothing partial is committed: every epoch is one transaction.
+fn exit_when_a_peer_fails() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if message.starts_with("timely communication error") {
+                eprintln!(
+                    "error: a process of the cluster went away ({message}); stopping. The store holds whole epochs only: restart every process to resume from its last checkpoint."
+                );
+                std::process::exit(3);
+            }
+            previous(info);
+        }));
+    });
 }
 
 /// A newer plan offered to a running dataflow (by the catalog watcher); worker 0 sends it into
@@ -127,6 +213,7 @@ impl Default for EngineOptions {
             stop: None,
             live_plans: None,
             history_rows: 0,
+            cluster: None,
         }
     }
 }
@@ -365,7 +452,7 @@ pub fn single_source(source: Box<dyn Source>) -> SourceFactory {
 pub fn run(
     job: &Job,
     sources: SourceFactory,
-    sink: Box<dyn Sink>,
+    sink: Option<Box<dyn Sink>>,
     options: EngineOptions,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
@@ -373,10 +460,17 @@ pub fn run(
         table: job.plan.table.clone(),
         ..RunState::default()
     });
-    let sink = Mutex::new(Some(sink));
+    let sink = Mutex::new(sink);
     let job = job.clone();
     let shared = Arc::clone(&state);
-    let config = timely::Config::process(options.workers.max(1));
+    let config = match &options.cluster {
+        Some(cluster) => {
+            exit_when_a_peer_fails();
+            cluster.config(options.workers.max(1))
+        }
+        None => timely::Config::process(options.workers.max(1)),
+    };
+    let clustered = options.cluster.is_some();
     let guards = timely::execute(config, move |worker| {
         let state = Arc::clone(&shared);
         let (index, peers) = (worker.index(), worker.peers());
@@ -423,6 +517,14 @@ pub fn run(
                 .as_ref()
                 .is_some_and(|s| s.load(Ordering::Relaxed))
             {
+                if clustered {
+                    // Workers of other processes cannot vote here: stop at once instead. The
+                    // store keeps whole epochs; a restart of every process resumes from them.
+                    state.fail(RunError::Engine(
+                        "stopped by a signal in cluster mode: the other processes stop too; restart all of them to resume".into(),
+                    ));
+                    break;
+                }
                 if !stop_voted {
                     stop_voted = true;
                     state.vote_stop(input.as_ref().map_or(Epoch::MAX, Inputs::time), peers);

@@ -1,0 +1,162 @@
+//! Cluster mode: several `riskflow` processes on loopback as one timely computation. The store
+//! must equal the one-process, one-worker run; a process that dies takes the others down
+//! promptly, and restarting the whole cluster completes the run exactly once.
+
+use crate::common::*;
+use crate::kafka::{brokers, feature_tables, fresh_topic, produce, stored};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// A hostfile with `processes` free loopback ports.
+fn hostfile(dir: &Path, processes: usize) -> String {
+    let ports: Vec<String> = (0..processes)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+        })
+        .collect();
+    let path = dir.join(format!("hosts-{}", ports[0].replace(':', "-")));
+    std::fs::write(&path, ports.join("\n") + "\n").unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Starts every process of a cluster running `args` (`-n`, `-p`, `--hostfile` added).
+fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Child> {
+    (0..processes)
+        .map(|p| {
+            let mut all = args.to_vec();
+            all.extend(
+                [
+                    "-n",
+                    &processes.to_string(),
+                    "-p",
+                    &p.to_string(),
+                    "--hostfile",
+                    hosts,
+                ]
+                .map(String::from),
+            );
+            spawn_riskflow(&all)
+        })
+        .collect()
+}
+
+/// Waits for every process; fails with their stderr if one fails.
+fn finish_cluster(children: Vec<Child>) {
+    for (p, child) in children.into_iter().enumerate() {
+        let (ok, _, stderr) = finish(child);
+        assert!(ok, "process {p} failed: {stderr}");
+    }
+}
+
+fn assert_tables_equal(expected: &Path, actual: &Path, what: &str) {
+    for (table, (a, b)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(feature_tables(expected).iter().zip(&feature_tables(actual)))
+    {
+        assert_eq!(a.len(), b.len(), "{what}: {table} rows");
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!(
+                "{what}: {table} differs at row {i}:\n one process {:?}\n cluster     {:?}",
+                a[i], b[i]
+            );
+        }
+    }
+}
+
+fn run_args(input: &Path, db: &Path, workers: u32) -> Vec<String> {
+    [
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(db),
+        "-w",
+        &workers.to_string(),
+        "--epoch-rows",
+        "4096",
+        "-q",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn two_processes_of_two_workers_store_what_one_worker_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 40_000, "2007-2013", &["--quirks"]);
+    let single = dir.path().join("single.db");
+    run_features(&input, &sqlite_store(&single));
+
+    // From a file.
+    let db = dir.path().join("file.db");
+    let hosts = hostfile(dir.path(), 2);
+    finish_cluster(start_cluster(&run_args(&input, &db, 2), 2, &hosts));
+    assert_tables_equal(&single, &db, "file, 2 processes × 2 workers");
+
+    // From Kafka: the four workers of both processes share the topic's partitions.
+    let topic = fresh_topic("cluster");
+    produce(&input, &topic, 5, &["--years", "2008-"]);
+    let db = dir.path().join("kafka.db");
+    let args: Vec<String> = [
+        "stream",
+        "--brokers",
+        &brokers(),
+        "--topic",
+        &topic,
+        "--store",
+        &sqlite_store(&db),
+        "-w",
+        "2",
+        "--until-complete",
+        "-q",
+    ]
+    .map(String::from)
+    .to_vec();
+    let hosts = hostfile(dir.path(), 2);
+    finish_cluster(start_cluster(&args, 2, &hosts));
+    assert_tables_equal(&single, &db, "Kafka, 2 processes × 2 workers");
+}
+
+#[test]
+fn a_dead_process_stops_the_others_and_a_restarted_cluster_completes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 400_000, "2007-2013", &[]);
+    let single = dir.path().join("single.db");
+    run_features(&input, &sqlite_store(&single));
+
+    let db = dir.path().join("cluster.db");
+    let hosts = hostfile(dir.path(), 2);
+    let mut cluster = start_cluster(&run_args(&input, &db, 1), 2, &hosts);
+    wait_until("the cluster to store rows", Duration::from_secs(60), || {
+        stored(&db) > 0
+    });
+    cluster[1].kill().unwrap();
+    let killed_at = Instant::now();
+    let survivor = cluster.remove(0);
+    let (ok, _, stderr) = finish(survivor);
+    assert!(!ok, "process 0 exited successfully after its peer died");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(15),
+        "process 0 took {:?} to stop",
+        killed_at.elapsed()
+    );
+    assert!(
+        stderr.contains("a process of the cluster went away"),
+        "{stderr}"
+    );
+    let _ = finish(cluster.remove(0));
+    let partial = stored(&db);
+    assert!(partial > 0, "something was committed before the kill");
+
+    // Restart the whole cluster: it resumes from the last committed epoch.
+    let hosts = hostfile(dir.path(), 2);
+    finish_cluster(start_cluster(&run_args(&input, &db, 1), 2, &hosts));
+    assert_tables_equal(&single, &db, "restarted cluster");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM (SELECT _row, _version FROM loan_features GROUP BY 1, 2 HAVING count(*) > 1)"),
+        0
+    );
+}
