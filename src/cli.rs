@@ -70,6 +70,51 @@ pub enum Command {
     Plot(PlotArgs),
     /// List, show, compare, register and validate feature-set versions in a store's catalog.
     Catalog(CatalogArgs),
+    /// Compute one version over past years (from a file or a topic) and store it beside the
+    /// versions already there.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Dataflow definition whose table to backfill (default: dataflows/features.toml).
+    pub dataflow: Option<PathBuf>,
+    /// The version to compute (it must be registered).
+    #[arg(long)]
+    pub version: u32,
+    /// Application years to compute it over, e.g. 2008-2011; its windows start at the first
+    /// row of these years.
+    #[arg(long)]
+    pub years: YearRange,
+    /// Replay this file (or s3://bucket/key)…
+    #[arg(long, env = "RISKFLOW_INPUT")]
+    pub input: Option<PathBuf>,
+    /// …or this Kafka cluster's topic, from its start to the producer's final marker.
+    #[arg(long, env = "RISKFLOW_BROKERS")]
+    pub brokers: Option<String>,
+    /// The topic to replay.
+    #[arg(long, env = "RISKFLOW_TOPIC", default_value = "inflow")]
+    pub topic: String,
+    /// How the topic's rows are encoded.
+    #[arg(long, value_enum, default_value_t = MessageFormat::Riskflow)]
+    pub format: MessageFormat,
+    /// Where to store: sqlite:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
+    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
+    pub store: StoreUrl,
+    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]).
+    #[arg(long, env = "RISKFLOW_CATALOG")]
+    pub catalog: Option<GlueUrl>,
+    /// Worker threads.
+    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Records per epoch (file input).
+    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 16_384)]
+    pub epoch_rows: u64,
+    /// Print only the one-line summary.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +374,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status_command(args),
         Command::Plot(args) => plot_command(args),
         Command::Catalog(args) => catalog_command(args),
+        Command::Backfill(args) => backfill_command(args),
     }
 }
 
@@ -538,6 +584,59 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
     if report.stopped_early {
         println!("stopped on a signal: every epoch the stream had closed is stored and its offsets committed");
     }
+    Ok(())
+}
+
+fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
+    let path = args
+        .dataflow
+        .unwrap_or_else(|| PathBuf::from("dataflows/features.toml"));
+    let dataflow = LoadedDataflow::load(&path)?.backfill(args.version, args.years);
+    let engine = EngineOptions {
+        workers: args.workers.max(1),
+        progress: std::io::stderr().is_terminal(),
+        cluster: args.cluster.cluster()?,
+        ..EngineOptions::default()
+    };
+    let cluster = engine.cluster.clone();
+    let report = match (args.input, args.brokers) {
+        (Some(input), _) => run_dataflow(
+            &dataflow,
+            &RunTarget {
+                input,
+                store: args.store,
+                catalog: args.catalog,
+                engine,
+                chunking: Chunking::with_epoch_rows(args.epoch_rows),
+            },
+        ),
+        (None, Some(brokers)) => stream_dataflow(
+            &dataflow,
+            &StreamTarget {
+                stream: StreamOptions {
+                    brokers,
+                    topic: args.topic,
+                    group: format!(
+                        "riskflow-backfill-{}-v{}",
+                        dataflow.feature_set.table, args.version
+                    ),
+                    format: args.format,
+                    until_complete: true,
+                    delays: Arc::default(),
+                },
+                store: args.store,
+                catalog: args.catalog,
+                outflow_topic: None,
+                catalog_poll: None,
+                engine,
+            },
+        ),
+        (None, None) => {
+            anyhow::bail!("backfill needs --input FILE or --brokers HOST:PORT (with --topic)")
+        }
+    }
+    .with_context(|| format!("{} ({})", dataflow.name, path.display()))?;
+    print_summary(&dataflow, &report, args.quiet, cluster.as_ref());
     Ok(())
 }
 

@@ -75,6 +75,8 @@ pub enum JobError {
     Run(#[from] RunError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    #[error("backfill: {0}")]
+    Backfill(String),
     #[error("process 0 of the cluster has not prepared the store: {0}")]
     Waiting(String),
 }
@@ -85,6 +87,8 @@ pub struct LoadedDataflow {
     pub name: String,
     pub years: YearRange,
     pub feature_set: FeatureSetFile,
+    /// A backfill: every row of `years` gets this version (see [`LoadedDataflow::backfill`]).
+    pub pinned: Option<u32>,
 }
 
 impl LoadedDataflow {
@@ -109,7 +113,28 @@ impl LoadedDataflow {
             name: spec.name,
             years,
             feature_set,
+            pinned: None,
         })
+    }
+
+    /// The backfill of `version` over `years`: every row of those years is computed under that
+    /// version, its windows starting where the replay starts, and stored beside the versions
+    /// already there. It keeps a checkpoint of its own, so a rerun is a no-op.
+    pub fn backfill(&self, version: u32, years: YearRange) -> LoadedDataflow {
+        LoadedDataflow {
+            name: format!("backfill v{version} of {}", self.name),
+            years,
+            feature_set: self.feature_set.clone(),
+            pinned: Some(version),
+        }
+    }
+
+    /// The checkpoint identity of this dataflow over a source: a backfill's is its own.
+    fn identity(&self, source: String) -> String {
+        match self.pinned {
+            Some(version) => format!("backfill v{version}: {source}"),
+            None => source,
+        }
     }
 }
 
@@ -175,20 +200,44 @@ fn open_store(
         _ => crate::catalog::open(store, glue)?,
     };
     let plan = catalog.register_all(table, &dataflow.feature_set.versions)?;
+    if let Some(version) = dataflow
+        .pinned
+        .filter(|&v| v as usize >= plan.versions.len())
+    {
+        return Err(JobError::Backfill(format!(
+            "`{table}` has no version {version} (registered: 0 to {})",
+            plan.versions.len() - 1
+        )));
+    }
     let sink = store.open(table)?;
     let job = Job {
         years: dataflow.years,
         plan,
         source,
         resume: None,
+        pinned: dataflow.pinned,
     };
     Ok((job, sink))
 }
 
 /// Prepares the store for the job's plan and reads where the job resumes.
+///
+/// A backfill that has not started yet is refused when its version already has rows in its
+/// years: it stores beside other versions, never over its own.
 fn prepare(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Result<(), JobError> {
     sink.prepare(&job.plan)?;
-    read_resume(job, sink, history_rows)
+    read_resume(job, sink, history_rows)?;
+    if let (Some(version), None) = (job.pinned, &job.resume) {
+        let (first, last) = job.years.dates();
+        let stored = sink.stored_rows(version, first, last)?;
+        if stored > 0 {
+            return Err(JobError::Backfill(format!(
+                "version {version} of `{}` already has {stored} rows dated {first} to {last}; a backfill stores beside the other versions, never over its own (choose years without them)",
+                job.plan.table
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads where the job resumes: the store's last checkpoint for this source, unless it lacks the
@@ -246,6 +295,7 @@ fn follow_leader(
             plan: crate::plan::FeaturePlan::new(table, versions)?,
             source: source.clone(),
             resume: None,
+            pinned: dataflow.pinned,
         };
         let mut sink = store.open(table)?;
         read_resume(&mut job, &mut *sink, history_rows)?;
@@ -275,7 +325,7 @@ fn resume_at(job: &Job, part: i32) -> Option<PartPosition> {
 /// In a cluster, process 0 does all three (its worker 0 reads the file and writes the store);
 /// the other processes parse and compute.
 pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
-    let identity = file_identity(&target.input, dataflow);
+    let identity = dataflow.identity(file_identity(&target.input, dataflow));
     let engine = target.engine.clone();
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         input = %target.input.display(), store = %target.store, workers = engine.workers, cluster = ?engine.cluster, "Running dataflow.");
@@ -345,7 +395,10 @@ pub fn stream_dataflow(
     target: &StreamTarget,
 ) -> Result<RunReport, JobError> {
     let options = &target.stream;
-    let identity = format!("kafka:{} (years {})", options.topic, dataflow.years);
+    let identity = dataflow.identity(format!(
+        "kafka:{} (years {})",
+        options.topic, dataflow.years
+    ));
     let leads = Cluster::leads(target.engine.cluster.as_ref());
     let (job, sink) = if leads {
         let (mut job, mut sink) =

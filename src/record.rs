@@ -143,6 +143,15 @@ impl YearRange {
     pub fn contains(&self, year: u32) -> bool {
         (self.first..=self.last).contains(&year)
     }
+
+    /// The first and last day of the range (open ends clamped to years 1 and 9999).
+    pub fn dates(&self) -> (Date, Date) {
+        let year = |y: u32| y.clamp(1, 9999);
+        (
+            Date::from_ymd(year(self.first), 1, 1).expect("a valid date"),
+            Date::from_ymd(year(self.last), 12, 31).expect("a valid date"),
+        )
+    }
 }
 
 impl std::str::FromStr for YearRange {

@@ -7,6 +7,7 @@ mod common;
 
 mod accounting;
 mod aws;
+mod backfill;
 mod cluster;
 mod determinism;
 mod hostile;

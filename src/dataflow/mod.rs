@@ -67,6 +67,9 @@ pub struct Job {
     /// The checkpoint to resume from (see [`crate::checkpoint`]); `None` starts from the first
     /// row.
     pub resume: Option<Resume>,
+    /// Every row gets this version, whatever its date (a backfill); `None`: the version in
+    /// force at the row's date.
+    pub pinned: Option<u32>,
 }
 
 impl Job {
@@ -245,7 +248,7 @@ pub fn build<'scope>(
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
     let (items, stat_deltas) = rows
         .ordered_windows(plans, Windows::new(plan.clone(), kernels, history))
-        .stamp_versions(plan, Arc::clone(&state));
+        .stamp_versions(plan, job.pinned, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job
         .resume

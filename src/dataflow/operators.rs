@@ -214,9 +214,11 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
 /// emits the changes to `feature_stats` (pre-summed per batch) for differential to maintain.
 /// Plan changes and window states pass on to the store with the epoch they belong to.
 pub trait StampVersions<'scope> {
+    /// `pinned`: every row gets this version (a backfill).
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
+        pinned: Option<u32>,
         state: Arc<RunState>,
     ) -> (
         StreamVec<'scope, Epoch, SinkItem>,
@@ -228,6 +230,7 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
+        pinned: Option<u32>,
         state: Arc<RunState>,
     ) -> (
         StreamVec<'scope, Epoch, SinkItem>,
@@ -260,7 +263,8 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
                                         continue;
                                     }
                                 };
-                                let batch = stamp(&plan, &slots, windowed, &mut sums, &state);
+                                let batch =
+                                    stamp(&plan, pinned, &slots, windowed, &mut sums, &state);
                                 if !batch.is_empty() {
                                     session.give(Ok(SinkItem::Rows(batch)));
                                 }
@@ -283,6 +287,7 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
 /// the others keep their version's values and add to the stats sums.
 fn stamp(
     plan: &FeaturePlan,
+    pinned: Option<u32>,
     slots: &[Vec<usize>],
     windowed: WindowedBatch,
     sums: &mut StatSums,
@@ -300,7 +305,11 @@ fn stamp(
     let mut kept = 0;
     for (i, row_values) in all_values.iter().enumerate() {
         let loan = rows.rows[i];
-        let Some(version) = plan.version_at(loan.application_date) else {
+        let version = match pinned {
+            Some(id) => plan.versions.get(id as usize),
+            None => plan.version_at(loan.application_date),
+        };
+        let Some(version) = version else {
             state.add_read(0, 1);
             continue;
         };

@@ -237,6 +237,11 @@ pub trait Sink: Send {
     fn recent_scores(&mut self, _rows: usize) -> Result<Vec<Option<f64>>, SinkError> {
         Ok(Vec::new())
     }
+    /// How many rows of `version` dated `first` to `last` the table holds (0 for a store that
+    /// cannot read back).
+    fn stored_rows(&mut self, _version: u32, _first: Date, _last: Date) -> Result<u64, SinkError> {
+        Ok(0)
+    }
     /// Writes one epoch atomically, with its checkpoint.
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError>;
     /// Flushes whatever is buffered; called once after the last epoch.

@@ -515,6 +515,26 @@ impl Sink for PostgresSink {
         }
     }
 
+    fn stored_rows(&mut self, version: u32, first: Date, last: Date) -> Result<u64, SinkError> {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE _version = $1 AND application_date BETWEEN $2::text::date AND $3::text::date",
+            self.table
+        );
+        let store = self.shown.clone();
+        let client = self.client()?;
+        client
+            .query_one(
+                &sql,
+                &[&(version as i32), &first.to_string(), &last.to_string()],
+            )
+            .map(|row| row.get::<_, i64>(0) as u64)
+            .map_err(|error| SinkError::Postgres {
+                store,
+                action: "count stored rows".into(),
+                error,
+            })
+    }
+
     fn recent_scores(&mut self, rows: usize) -> Result<Vec<Option<f64>>, SinkError> {
         let sql = format!(
             "SELECT _row, risk_score FROM {} ORDER BY _row DESC, _version DESC",

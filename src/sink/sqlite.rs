@@ -8,7 +8,7 @@ use super::{
 use crate::checkpoint::Resume;
 use crate::features::ColumnType;
 use crate::plan::FeaturePlan;
-use crate::record::{RowRef, TextField, BASE_COLUMNS};
+use crate::record::{Date, RowRef, TextField, BASE_COLUMNS};
 use rusqlite::{params, Connection, OptionalExtension, Statement, Transaction};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -385,6 +385,20 @@ impl Sink for SqliteSink {
             stats,
             history: Vec::new(),
         }))
+    }
+
+    fn stored_rows(&mut self, version: u32, first: Date, last: Date) -> Result<u64, SinkError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {} WHERE _version = ?1 AND application_date BETWEEN ?2 AND ?3",
+                    self.table
+                ),
+                params![version, first.to_string(), last.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(SinkError::sqlite(&self.path, "count stored rows"))
     }
 
     fn recent_scores(&mut self, rows: usize) -> Result<Vec<Option<f64>>, SinkError> {
