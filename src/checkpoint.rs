@@ -15,7 +15,7 @@
 //! always a consistent cut.
 
 use crate::dataflow::{Epoch, StatDelta, StatKey};
-use crate::features::{FeatureDef, Kernel};
+use crate::features::{FeatureDef, Kernel, Window};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -64,18 +64,12 @@ impl Checkpoint {
         self.epoch + 1
     }
 
-    /// Kernels for `definitions` in the state they had at this checkpoint, or the first
+    /// Windows for `definitions` in the state they had at this checkpoint, or the first
     /// definition that has no state here (a feature registered since).
-    pub fn kernels(&self, definitions: &[FeatureDef]) -> Result<Vec<Kernel>, FeatureDef> {
+    pub fn windows(&self, definitions: &[FeatureDef]) -> Result<Vec<Window>, FeatureDef> {
         definitions
             .iter()
-            .map(|def| {
-                self.windows
-                    .get(&def.to_string())
-                    .filter(|k| k.matches(def))
-                    .cloned()
-                    .ok_or(*def)
-            })
+            .map(|def| Window::restore(def, &self.windows).ok_or(*def))
             .collect()
     }
 }
@@ -113,17 +107,17 @@ mod tests {
         };
         let json = serde_json::to_string(&checkpoint).unwrap();
         let back: Checkpoint = serde_json::from_str(&json).unwrap();
-        let mut restored = back.kernels(&defs).unwrap();
+        let mut restored = back.windows(&defs).unwrap();
         for score in [Some(700.0), None, Some(0.7)] {
             for (a, b) in kernels.iter_mut().zip(&mut restored) {
                 assert_eq!(
                     a.push(score).map(f64::to_bits),
-                    b.push(score).map(f64::to_bits)
+                    b.push(score, |_| "").map(f64::to_bits)
                 );
             }
         }
         let missing: FeatureDef = "sma(100)".parse().unwrap();
-        assert_eq!(back.kernels(&[missing]), Err(missing));
+        assert_eq!(back.windows(&[missing]), Err(missing));
     }
 
     #[test]

@@ -250,7 +250,7 @@ fn read_resume(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Resul
         resume.history = sink.recent_scores(history_rows)?;
     }
     if let Some(resume) = &job.resume {
-        if let Err(missing) = resume.checkpoint.kernels(&job.plan.definitions()) {
+        if let Err(missing) = resume.checkpoint.windows(&job.plan.definitions()) {
             tracing::warn!(table = job.plan.table.as_str(), definition = %missing,
                 "The store's checkpoint has no window for this definition: starting from the first row.");
             job.resume = None;

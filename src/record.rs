@@ -196,7 +196,7 @@ impl fmt::Display for YearRange {
 }
 
 /// Indices of the text columns inside [`LoanRow::text`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TextField {
     LoanTitle = 0,
     DebtToIncomeRatio = 1,
@@ -204,6 +204,33 @@ pub enum TextField {
     State = 3,
     EmploymentLength = 4,
     PolicyCode = 5,
+}
+
+impl TextField {
+    pub const ALL: [TextField; 6] = [
+        TextField::LoanTitle,
+        TextField::DebtToIncomeRatio,
+        TextField::ZipCode,
+        TextField::State,
+        TextField::EmploymentLength,
+        TextField::PolicyCode,
+    ];
+
+    /// The column's name in the store (`state`, `zip_code`, …).
+    pub fn column(self) -> &'static str {
+        match self {
+            TextField::LoanTitle => "loan_title",
+            TextField::DebtToIncomeRatio => "debt_to_income_ratio",
+            TextField::ZipCode => "zip_code",
+            TextField::State => "state",
+            TextField::EmploymentLength => "employment_length",
+            TextField::PolicyCode => "policy_code",
+        }
+    }
+
+    pub fn from_column(name: &str) -> Option<TextField> {
+        TextField::ALL.into_iter().find(|f| f.column() == name)
+    }
 }
 
 /// One well-formed application: its source position, its numbers, and where its six text

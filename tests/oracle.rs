@@ -160,3 +160,93 @@ fn the_default_plan_matches_the_oracles_across_its_versions() {
         assert!(matches!(&r[2], rusqlite::types::Value::Text(d) if d.starts_with("2007-")));
     }
 }
+
+#[test]
+fn keyed_features_equal_sql_partitioned_windows_and_a_loop_per_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.csv",
+        110_000,
+        "2007-2018",
+        &["--quirks", "--seed", "5"],
+    );
+    let dataflow = write_dataflow(
+        dir.path(),
+        "keyed",
+        "2007-2018",
+        r#"table = "keyed_features"
+[[versions]]
+id = 0
+applies_from = "2007-01-01"
+features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_state = "ema(50) by state", ma20_by_zip = "sma(20) by zip_code" }
+"#,
+    );
+    let run = |db: &std::path::Path, workers: &str| {
+        riskflow_ok(&[
+            "run",
+            dataflow.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--store",
+            &sqlite_store(db),
+            "-w",
+            workers,
+            "--epoch-rows",
+            "8192",
+            "-q",
+        ])
+    };
+    let db = dir.path().join("k.db");
+    run(&db, "1");
+    let got = rows(
+        &db,
+        "SELECT _row, state, risk_score, ma50, ma50_by_state, ema50_by_state, ma20_by_zip,
+                AVG(risk_score) OVER (ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW),
+                AVG(risk_score) OVER (PARTITION BY state ORDER BY _row ROWS BETWEEN 49 PRECEDING AND CURRENT ROW),
+                AVG(risk_score) OVER (PARTITION BY zip_code ORDER BY _row ROWS BETWEEN 19 PRECEDING AND CURRENT ROW)
+         FROM keyed_features ORDER BY _row",
+    );
+    assert!(got.len() >= 100_000, "{} rows", got.len());
+    // EMA per state by a plain loop over each state's rows in _row order.
+    let mut per_state: std::collections::HashMap<String, Vec<(usize, Option<f64>)>> =
+        std::collections::HashMap::new();
+    for (i, r) in got.iter().enumerate() {
+        let state = match &r[1] {
+            rusqlite::types::Value::Text(s) => s.clone(),
+            rusqlite::types::Value::Null => String::new(),
+            other => panic!("{other:?}"),
+        };
+        per_state.entry(state).or_default().push((i, as_f64(&r[2])));
+    }
+    assert!(per_state.len() >= 10, "{} states", per_state.len());
+    let mut ema = vec![None; got.len()];
+    for rows_of_state in per_state.values() {
+        let scores: Vec<Option<f64>> = rows_of_state.iter().map(|(_, s)| *s).collect();
+        for ((i, _), e) in rows_of_state.iter().zip(sequential_ema(&scores, 50.0)) {
+            ema[*i] = e;
+        }
+    }
+    for (i, r) in got.iter().enumerate() {
+        let at = format!("_row {:?}", r[0]);
+        assert_relative(as_f64(&r[3]), as_f64(&r[7]), &format!("ma50 at {at}"));
+        assert_relative(
+            as_f64(&r[4]),
+            as_f64(&r[8]),
+            &format!("ma50_by_state at {at}"),
+        );
+        assert_relative(
+            as_f64(&r[6]),
+            as_f64(&r[9]),
+            &format!("ma20_by_zip at {at}"),
+        );
+        assert_relative(as_f64(&r[5]), ema[i], &format!("ema50_by_state at {at}"));
+    }
+    // Worker counts change nothing.
+    let db2 = dir.path().join("k2.db");
+    run(&db2, "3");
+    assert!(
+        table_rows(&db, "keyed_features", "_row") == table_rows(&db2, "keyed_features", "_row"),
+        "-w 3 differs from -w 1"
+    );
+}

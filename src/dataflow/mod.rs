@@ -31,7 +31,7 @@ pub use stats::{StatDelta, StatKey, StatSums};
 pub use windows::{History, Windows};
 
 use crate::checkpoint::{Checkpoint, Position, Resume};
-use crate::features::{FeatureValues, Kernel};
+use crate::features::{FeatureValues, Window};
 use crate::metrics;
 use crate::plan::FeaturePlan;
 use crate::record::{LoanBatch, YearRange};
@@ -234,12 +234,12 @@ pub fn build<'scope>(
     state: Arc<RunState>,
 ) -> ProbeHandle<Epoch> {
     let plan = &job.plan;
-    let kernels = match &job.resume {
+    let windows = match &job.resume {
         Some(resume) => resume
             .checkpoint
-            .kernels(&plan.definitions())
+            .windows(&plan.definitions())
             .expect("the job checked that the checkpoint holds every window"),
-        None => plan.definitions().iter().map(Kernel::new).collect(),
+        None => plan.definitions().iter().map(Window::new).collect(),
     };
     let history = match &job.resume {
         Some(resume) => History::refilled(history_rows, &resume.history),
@@ -247,7 +247,7 @@ pub fn build<'scope>(
     };
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
     let (items, stat_deltas) = rows
-        .ordered_windows(plans, Windows::new(plan.clone(), kernels, history))
+        .ordered_windows(plans, Windows::new(plan.clone(), windows, history))
         .stamp_versions(plan, job.pinned, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job

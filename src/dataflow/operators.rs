@@ -512,7 +512,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
 mod tests {
     use super::*;
     use crate::dataflow::{History, Windows};
-    use crate::features::Kernel;
+    use crate::features::Window;
     use crate::record::{Date, LoanRow};
     use timely::dataflow::operators::capture::{Capture, Event};
     use timely::dataflow::operators::Input;
@@ -567,8 +567,8 @@ mod tests {
             let (mut rows_in, mut plans_in, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
                 let (rows_in, rows) = scope.new_input::<Vec<LoanBatch>>();
                 let (plans_in, plans) = scope.new_input::<Vec<FeaturePlan>>();
-                let kernels = start.definitions().iter().map(Kernel::new).collect();
-                let windows = Windows::new(start, kernels, History::new(1_000, true));
+                let windows = start.definitions().iter().map(Window::new).collect();
+                let windows = Windows::new(start, windows, History::new(1_000, true));
                 (
                     rows_in,
                     plans_in,

@@ -1,6 +1,7 @@
-//! The state behind the ordered-windows operator: one kernel per feature definition the plan
-//! uses, the plan in force, and the recent scores kept so that a version registered while a
-//! stream runs can start its new features from history rather than from nothing.
+//! The state behind the ordered-windows operator: one window per feature definition the plan
+//! uses (a kernel, or a kernel per key value), the plan in force, and the recent scores kept so
+//! that a version registered while a stream runs can start its new features from history rather
+//! than from nothing.
 //!
 //! A feature's value depends only on the rows up to it (DESIGN §3). When a live version brings a
 //! new definition, its kernel is fed the kept scores first, so its first values are those of a
@@ -13,13 +14,14 @@
 //!   1e-9 relative once K is above about 11·N (for `ema(50)`: about 550 rows).
 //!
 //! Beyond that, the new feature starts from the oldest kept score, and the engine says so in the
-//! log. A resumed stream refills its history from the last rows the store holds, so a restart
+//! log. The history keeps scores only, so a new *keyed* definition (`sma(50) by state`) starts
+//! empty, with a warning. A resumed stream refills its history from the last rows the store holds, so a restart
 //! loses none of it (rows dated before the table's first version are not stored, so they are not
 //! in a refilled history).
 
 use super::WindowedBatch;
 use crate::checkpoint::WindowState;
-use crate::features::{FeatureDef, FeatureValues, Kernel, Kind};
+use crate::features::{FeatureDef, FeatureValues, Kind, Window};
 use crate::plan::FeaturePlan;
 use crate::record::{merged_row_order, LoanBatch, LoanRow};
 use std::collections::VecDeque;
@@ -65,12 +67,15 @@ impl History {
         self.scores.push_back(score);
     }
 
-    /// A kernel for `def` fed every kept score, and whether its state equals a full replay's
+    /// A window for `def` fed every kept score, and whether its state equals a full replay's
     /// (exactly, or for EMA within 1e-9 relative).
-    fn warm(&self, def: &FeatureDef) -> (Kernel, bool) {
-        let mut kernel = Kernel::new(def);
+    fn warm(&self, def: &FeatureDef) -> (Window, bool) {
+        let mut window = Window::new(def);
+        if def.key.is_some() {
+            return (window, self.scores.is_empty() && self.from_first_row);
+        }
         for &score in &self.scores {
-            kernel.push(score);
+            window.push(score, |_| "");
         }
         let kept = self.scores.len();
         let complete = self.from_first_row
@@ -81,27 +86,27 @@ impl History {
                     (1.0 - alpha).powf(kept as f64) < 1e-9
                 }
             };
-        (kernel, complete)
+        (window, complete)
     }
 }
 
-/// The plan in force, its definitions' kernels, and the kept history.
+/// The plan in force, its definitions' windows, and the kept history.
 pub struct Windows {
     plan: FeaturePlan,
     definitions: Vec<FeatureDef>,
-    kernels: Vec<Kernel>,
+    windows: Vec<Window>,
     history: History,
 }
 
 impl Windows {
-    /// `kernels` are those of `plan.definitions()`, in that order.
-    pub fn new(plan: FeaturePlan, kernels: Vec<Kernel>, history: History) -> Windows {
+    /// `windows` are those of `plan.definitions()`, in that order.
+    pub fn new(plan: FeaturePlan, windows: Vec<Window>, history: History) -> Windows {
         let definitions = plan.definitions();
-        debug_assert_eq!(definitions.len(), kernels.len());
+        debug_assert_eq!(definitions.len(), windows.len());
         Windows {
             plan,
             definitions,
-            kernels,
+            windows,
             history,
         }
     }
@@ -110,19 +115,19 @@ impl Windows {
         &self.plan
     }
 
-    /// Takes on a newer plan (the same versions and more): definitions it adds get kernels warmed
+    /// Takes on a newer plan (the same versions and more): definitions it adds get windows warmed
     /// from the history. Returns whether anything changed.
     pub fn take_on(&mut self, newer: FeaturePlan) -> bool {
         if newer.versions.len() <= self.plan.versions.len() {
             return false;
         }
         let definitions = newer.definitions();
-        let kernels = definitions
+        let windows = definitions
             .iter()
             .map(|def| match self.definitions.iter().position(|d| d == def) {
-                Some(i) => self.kernels[i].clone(),
+                Some(i) => self.windows[i].clone(),
                 None => {
-                    let (kernel, complete) = self.history.warm(def);
+                    let (window, complete) = self.history.warm(def);
                     let kept = self.history.scores.len();
                     if complete {
                         tracing::info!(table = newer.table.as_str(), definition = %def, kept_rows = kept,
@@ -131,12 +136,12 @@ impl Windows {
                         tracing::warn!(table = newer.table.as_str(), definition = %def, kept_rows = kept,
                             "New feature definition needs more history than the engine keeps: it starts from the oldest kept row, so its first values differ from a full replay's (raise --history-rows).");
                     }
-                    kernel
+                    window
                 }
             })
             .collect();
         self.definitions = definitions;
-        self.kernels = kernels;
+        self.windows = windows;
         self.plan = newer;
         true
     }
@@ -148,20 +153,24 @@ impl Windows {
     /// batches hold every n-th row of a partition and are merged first.
     pub fn apply(&mut self, batches: Vec<LoanBatch>) -> Vec<WindowedBatch> {
         let Windows {
-            kernels, history, ..
+            windows, history, ..
         } = self;
-        let mut apply = |loan: &LoanRow| -> FeatureValues {
+        let mut apply = |loan: &LoanRow, text: &str| -> FeatureValues {
             history.push(loan.risk_score);
-            kernels
+            windows
                 .iter_mut()
-                .map(|k| k.push(loan.risk_score))
+                .map(|w| w.push(loan.risk_score, |field| loan.text(text, field)))
                 .collect()
         };
         let Some(order) = merged_row_order(batches.iter().map(|batch| &batch.rows[..])) else {
             return batches
                 .into_iter()
                 .map(|batch| {
-                    let values = batch.rows.iter().map(&mut apply).collect();
+                    let values = batch
+                        .rows
+                        .iter()
+                        .map(|loan| apply(loan, &batch.text))
+                        .collect();
                     WindowedBatch { batch, values }
                 })
                 .collect();
@@ -171,7 +180,8 @@ impl Windows {
             .map(|batch| vec![FeatureValues::new(); batch.len()])
             .collect();
         for (b, i) in order {
-            values[b as usize][i as usize] = apply(&batches[b as usize].rows[i as usize]);
+            let batch = &batches[b as usize];
+            values[b as usize][i as usize] = apply(&batch.rows[i as usize], &batch.text);
         }
         batches
             .into_iter()
@@ -182,17 +192,18 @@ impl Windows {
 
     /// Every window's state, by definition (what a checkpoint keeps).
     pub fn state(&self) -> WindowState {
-        self.definitions
-            .iter()
-            .map(ToString::to_string)
-            .zip(self.kernels.iter().cloned())
-            .collect()
+        let mut state = WindowState::new();
+        for (def, window) in self.definitions.iter().zip(&self.windows) {
+            window.save(def, &mut state);
+        }
+        state
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::Kernel;
     use crate::plan::{default_plan, FeaturePlan};
 
     fn scores(n: usize) -> Vec<Option<f64>> {
@@ -217,12 +228,12 @@ mod tests {
 
     fn windows_after(capacity: usize, scores: &[Option<f64>]) -> Windows {
         let plan = first_versions(1);
-        let kernels = plan.definitions().iter().map(Kernel::new).collect();
-        let mut windows = Windows::new(plan, kernels, History::new(capacity, true));
+        let start = plan.definitions().iter().map(Window::new).collect();
+        let mut windows = Windows::new(plan, start, History::new(capacity, true));
         for &s in scores {
             windows.history.push(s);
-            for k in &mut windows.kernels {
-                k.push(s);
+            for w in &mut windows.windows {
+                w.push(s, |_| "");
             }
         }
         windows

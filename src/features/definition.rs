@@ -1,5 +1,7 @@
-//! The text form of a feature definition: `KIND(N) [as TYPE]`, e.g. `sma(50)` or `ema(50) as real`.
+//! The text form of a feature definition: `KIND(N) [by COLUMN] [as TYPE]`, e.g. `sma(50)`,
+//! `ema(50) as real` or `sma(50) by state` (a window per value of the column).
 
+use crate::record::TextField;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -36,11 +38,13 @@ pub struct FeatureDef {
     pub kind: Kind,
     pub window: u32,
     pub column_type: ColumnType,
+    /// `by COLUMN`: one window per value of this column (`None`: one over the whole stream).
+    pub key: Option<TextField>,
 }
 
 /// A definition that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a feature definition: {why} (expected e.g. `sma(50)`, `ema(50)` or `sma(100) as real`)")]
+#[error("`{text}` is not a feature definition: {why} (expected e.g. `sma(50)`, `ema(50)`, `sma(50) by state` or `sma(100) as real`)")]
 pub struct DefinitionError {
     pub text: String,
     pub why: &'static str,
@@ -64,6 +68,13 @@ impl std::str::FromStr for FeatureDef {
             Some((call, "real")) => (call, ColumnType::Real),
             Some(_) => return Err(fail("the type must be `double` or `real`")),
         };
+        let (call, key) = match call.split_once(" by ") {
+            None => (call, None),
+            Some((call, column)) => match TextField::from_column(column.trim()) {
+                Some(field) => (call, Some(field)),
+                None => return Err(fail("`by` takes a text column: loan_title, debt_to_income_ratio, zip_code, state, employment_length or policy_code")),
+            },
+        };
         let (name, rest) = call
             .trim()
             .split_once('(')
@@ -85,6 +96,7 @@ impl std::str::FromStr for FeatureDef {
             kind,
             window,
             column_type,
+            key,
         })
     }
 }
@@ -96,6 +108,9 @@ impl fmt::Display for FeatureDef {
             Kind::Ema => "ema",
         };
         write!(f, "{kind}({})", self.window)?;
+        if let Some(key) = self.key {
+            write!(f, " by {}", key.column())?;
+        }
         if self.column_type != ColumnType::Double {
             write!(f, " as {}", self.column_type.name())?;
         }
@@ -127,6 +142,8 @@ mod tests {
             (" EMA( 50 ) ", "ema(50)"),
             ("sma(100) as real", "sma(100) as real"),
             ("sma(100) as double", "sma(100)"),
+            ("sma(50) BY state", "sma(50) by state"),
+            ("ema(20) by zip_code as real", "ema(20) by zip_code as real"),
         ] {
             let def: FeatureDef = text.parse().unwrap();
             assert_eq!(def.to_string(), canonical);
@@ -142,6 +159,8 @@ mod tests {
             "sma(x)",
             "sma(5) as int",
             "sma(5",
+            "sma(5) by risk_score",
+            "sma(5) by",
         ] {
             let err = text.parse::<FeatureDef>().unwrap_err();
             assert!(err.to_string().contains(text), "{err}");
