@@ -98,12 +98,8 @@ pub struct BackfillArgs {
     /// How the topic's rows are encoded.
     #[arg(long, value_enum, default_value_t = MessageFormat::Riskflow)]
     pub format: MessageFormat,
-    /// Where to store: sqlite:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
-    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
-    pub store: StoreUrl,
-    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]).
-    #[arg(long, env = "RISKFLOW_CATALOG")]
-    pub catalog: Option<GlueUrl>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Worker threads.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -189,6 +185,18 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Where a job stores its rows and keeps its versions.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
+    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
+    pub store: StoreUrl,
+    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]) instead of the store's own
+    /// catalog.
+    #[arg(long, env = "RISKFLOW_CATALOG")]
+    pub catalog: Option<GlueUrl>,
+}
+
 /// Cluster mode: several processes (on one host or several) as one timely computation.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -272,13 +280,8 @@ pub struct StreamArgs {
     /// Consumer group the offsets are committed under (default: riskflow-<table>).
     #[arg(long, env = "RISKFLOW_GROUP")]
     pub group: Option<String>,
-    /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
-    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
-    pub store: StoreUrl,
-    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]) instead of the store's own
-    /// catalog.
-    #[arg(long, env = "RISKFLOW_CATALOG")]
-    pub catalog: Option<GlueUrl>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Worker threads; worker i (of all processes) reads the partitions p with p % workers == i.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -314,13 +317,8 @@ pub struct RunArgs {
     /// generated on first use).
     #[arg(long, env = "RISKFLOW_INPUT")]
     pub input: Option<PathBuf>,
-    /// Where to store: sqlite:PATH, csv:PATH, postgres://USER@HOST:PORT/DB or redshift://USER@HOST:PORT/DB.
-    #[arg(long, env = "RISKFLOW_STORE", default_value = "sqlite:riskflow.db")]
-    pub store: StoreUrl,
-    /// Keep feature-set versions in AWS Glue (glue://DATABASE[/TABLE]) instead of the store's own
-    /// catalog.
-    #[arg(long, env = "RISKFLOW_CATALOG")]
-    pub catalog: Option<GlueUrl>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Worker threads.
     #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
     pub workers: usize,
@@ -551,8 +549,8 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
             until_complete: args.until_complete,
             delays: Arc::default(),
         },
-        store: args.store,
-        catalog: args.catalog,
+        store: args.store.store,
+        catalog: args.store.catalog,
         outflow_topic: args.outflow_topic,
         catalog_poll: (args.catalog_poll_ms > 0)
             .then(|| Duration::from_millis(args.catalog_poll_ms)),
@@ -604,8 +602,8 @@ fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
             &dataflow,
             &RunTarget {
                 input,
-                store: args.store,
-                catalog: args.catalog,
+                store: args.store.store,
+                catalog: args.store.catalog,
                 engine,
                 chunking: Chunking::with_epoch_rows(args.epoch_rows),
             },
@@ -624,8 +622,8 @@ fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
                     until_complete: true,
                     delays: Arc::default(),
                 },
-                store: args.store,
-                catalog: args.catalog,
+                store: args.store.store,
+                catalog: args.store.catalog,
                 outflow_topic: None,
                 catalog_poll: None,
                 engine,
@@ -651,7 +649,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     } else {
         args.dataflows
     };
-    if let StoreUrl::Csv(path) = &args.store {
+    if let StoreUrl::Csv(path) = &args.store.store {
         if paths.len() > 1 && !path.is_dir() {
             anyhow::bail!(
                 "{} dataflows would overwrite one CSV file: give an existing directory (csv:DIR) to get one <table>.csv per dataflow, or name one dataflow",
@@ -661,8 +659,8 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     }
     let target = RunTarget {
         input,
-        store: args.store,
-        catalog: args.catalog,
+        store: args.store.store,
+        catalog: args.store.catalog,
         engine: EngineOptions {
             workers: args.workers.max(1),
             progress: std::io::stderr().is_terminal(),

@@ -73,13 +73,7 @@ fn a_backfilled_version_equals_a_fresh_run_of_it_and_leaves_the_others_untouched
     };
     run(&db);
     let before = versions_0_1(&db);
-    riskflow_ok(&[
-        "catalog",
-        "--store",
-        &sqlite_store(&db),
-        "register",
-        "config/feature_sets/loan_features.toml",
-    ]);
+    register_default_plan(&db);
 
     let out = backfill(&db, &["--input", input_arg]);
     assert!(
@@ -175,13 +169,7 @@ fn a_backfilled_version_equals_a_fresh_run_of_it_and_leaves_the_others_untouched
     produce(&input, &topic, 3, &[]);
     let from_kafka = dir.path().join("kafka.db");
     run(&from_kafka);
-    riskflow_ok(&[
-        "catalog",
-        "--store",
-        &sqlite_store(&from_kafka),
-        "register",
-        "config/feature_sets/loan_features.toml",
-    ]);
+    register_default_plan(&from_kafka);
     let out = backfill(&from_kafka, &["--brokers", &brokers(), "--topic", &topic]);
     assert!(
         out.status.success(),

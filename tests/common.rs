@@ -244,3 +244,14 @@ pub fn kill_and_restart(
     assert!(ok, "the last restart failed: {out}\n{err}");
     hits
 }
+
+/// Registers the shipped feature set (versions 0-2) in a SQLite store's catalog.
+pub fn register_default_plan(db: &Path) {
+    riskflow_ok(&[
+        "catalog",
+        "--store",
+        &sqlite_store(db),
+        "register",
+        "config/feature_sets/loan_features.toml",
+    ]);
+}

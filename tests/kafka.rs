@@ -503,13 +503,7 @@ fn versions_registered_while_a_stream_runs_apply_from_their_dates_without_a_rest
         Duration::from_secs(60),
         || stored(&db) > 0,
     );
-    riskflow_ok(&[
-        "catalog",
-        "--store",
-        &sqlite_store(&db),
-        "register",
-        "config/feature_sets/loan_features.toml",
-    ]);
+    register_default_plan(&db);
     let newest = rows(&db, "SELECT max(application_date) FROM loan_features");
     assert!(
         matches!(&newest[0][0], rusqlite::types::Value::Text(d) if d.as_str() < "2009"),

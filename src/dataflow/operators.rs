@@ -539,15 +539,8 @@ mod tests {
         let versions = versions
             .iter()
             .enumerate()
-            .map(|(id, features)| crate::plan::FeatureSetVersion {
-                id: id as u32,
-                applies_from: Date::from_ymd(2000 + id as u32, 1, 1).unwrap(),
-                features: features
-                    .iter()
-                    .map(|(n, d)| (n.to_string(), d.parse().unwrap()))
-                    .collect(),
-                registered_by: String::new(),
-                registered_at: String::new(),
+            .map(|(id, features)| {
+                crate::plan::version(id as u32, &format!("{}-01-01", 2000 + id), features)
             })
             .collect();
         FeaturePlan::new("t", versions).unwrap()
