@@ -280,8 +280,16 @@ fn follow_leader(
 ) -> Result<Job, JobError> {
     let table = &dataflow.feature_set.table;
     let attempt = || -> Result<Job, JobError> {
-        let mut catalog = crate::catalog::open(store, glue)?;
-        let versions = catalog.versions(table)?;
+        // A CSV export keeps no catalog: its versions are those of the dataflow's file, as on
+        // process 0.
+        let versions = match (store, glue) {
+            (StoreUrl::Csv(_), None) => {
+                MemoryCatalog::default()
+                    .register_all(table, &dataflow.feature_set.versions)?
+                    .versions
+            }
+            _ => crate::catalog::open(store, glue)?.versions(table)?,
+        };
         for version in &dataflow.feature_set.versions {
             if crate::catalog::plan_registration(table, &versions, version)?.is_some() {
                 return Err(JobError::Waiting(format!(

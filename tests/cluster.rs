@@ -96,6 +96,32 @@ fn two_processes_of_two_workers_store_what_one_worker_stores() {
     finish_cluster(start_cluster(&run_args(&input, &db, 2), 2, &hosts));
     assert_tables_equal(&single, &db, "file, 2 processes × 2 workers");
 
+    // Into a CSV export (no catalog of its own): byte for byte the one-process file.
+    let csv_args = |out: &Path, workers: &str| -> Vec<String> {
+        [
+            "run",
+            "dataflows/features.toml",
+            "--input",
+            input.to_str().unwrap(),
+            "--store",
+            &format!("csv:{}", out.display()),
+            "-w",
+            workers,
+            "-q",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (one, two) = (dir.path().join("one.csv"), dir.path().join("two.csv"));
+    let args = csv_args(&one, "1");
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let hosts = hostfile(dir.path(), 2);
+    finish_cluster(start_cluster(&csv_args(&two, "2"), 2, &hosts));
+    assert!(
+        std::fs::read(&one).unwrap() == std::fs::read(&two).unwrap(),
+        "the cluster's CSV differs from the one-process CSV"
+    );
+
     // From Kafka: the four workers of both processes share the topic's partitions.
     let topic = fresh_topic("cluster");
     produce(&input, &topic, 5, &["--years", "2008-"]);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Scale-out and backfill throughput (issue 6's figures):
+#
+#   scripts/bench-cluster.sh                # 5,000,000 generated rows
+#   ROWS=1000000 scripts/bench-cluster.sh   # smaller
+#
+# `run dataflows/features.toml` into CSV (so that the store is not the bound: parse + features)
+# as 1 process × 1 worker, 1 × 2 and 2 × 1 (two processes on loopback), then a backfill of
+# version 2 over 2008-2011 into a SQLite store holding the run's versions. Prints wall-clock
+# records/s for each; a cluster's time is that of its slowest process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS=${ROWS:-5000000}
+dir=target/bench
+mkdir -p "$dir"
+cargo build --release --locked --quiet
+bin=$PWD/target/release/riskflow
+input="$dir/rejected_${ROWS}.csv"
+[ -f "$input" ] || "$bin" gen --rows "$ROWS" --years 2007-2018 --quirks --out "$input" >/dev/null
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+timed() { # label, then a shell command
+    local label=$1 start end
+    shift
+    start=$(date +%s.%N)
+    bash -c "$*" >/dev/null
+    end=$(date +%s.%N)
+    python3 -c "import sys; t = float(sys.argv[2]) - float(sys.argv[1]); print(f'{sys.argv[3]:<40} {t:7.2f} s {int(sys.argv[4]) / t:>12,.0f} records/s')" \
+        "$start" "$end" "$label" "$ROWS"
+}
+
+echo "riskflow run dataflows/features.toml -> CSV, $ROWS generated records"
+run="$bin run dataflows/features.toml --input $input -q"
+timed "1 process x 1 worker" "$run --store csv:$dir/c11.csv -w 1"
+timed "1 process x 2 workers" "$run --store csv:$dir/c12.csv -w 2"
+hosts="$dir/hosts"
+printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" >"$hosts"
+timed "2 processes x 1 worker (loopback)" \
+    "$run --store csv:$dir/c21.csv -w 1 -n 2 -p 1 --hostfile $hosts & $run --store csv:$dir/c21.csv -w 1 -n 2 -p 0 --hostfile $hosts; wait"
+
+echo "riskflow backfill --version 2 --years 2008-2011 -> SQLite holding the run's versions"
+db="$dir/backfill.db"
+rm -f "$db" "$db"-wal "$db"-shm
+"$bin" run dataflows/features.toml --input "$input" --store "sqlite:$db" -w 2 -q >/dev/null
+timed "backfill v2 over 2008-2011, -w 2" "$bin backfill --version 2 --years 2008-2011 --input $input --store sqlite:$db -w 2 -q"
