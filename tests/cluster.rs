@@ -3,7 +3,7 @@
 //! promptly, and restarting the whole cluster completes the run exactly once.
 
 use crate::common::*;
-use crate::kafka::{brokers, feature_tables, fresh_topic, produce, stored};
+use crate::kafka::{assert_tables_equal, brokers, fresh_topic, produce, stored};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -47,21 +47,6 @@ fn finish_cluster(children: Vec<Child>) {
     for (p, child) in children.into_iter().enumerate() {
         let (ok, _, stderr) = finish(child);
         assert!(ok, "process {p} failed: {stderr}");
-    }
-}
-
-fn assert_tables_equal(expected: &Path, actual: &Path, what: &str) {
-    for (table, (a, b)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(feature_tables(expected).iter().zip(&feature_tables(actual)))
-    {
-        assert_eq!(a.len(), b.len(), "{what}: {table} rows");
-        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
-            panic!(
-                "{what}: {table} differs at row {i}:\n one process {:?}\n cluster     {:?}",
-                a[i], b[i]
-            );
-        }
     }
 }
 

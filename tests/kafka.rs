@@ -100,6 +100,22 @@ fn batch_run(input: &Path, db: &Path) -> String {
     run_features(input, &sqlite_store(db))
 }
 
+/// Fails at the first row where `actual`'s feature tables differ from `expected`'s.
+pub fn assert_tables_equal(expected: &Path, actual: &Path, what: &str) {
+    for (table, (a, b)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(feature_tables(expected).iter().zip(&feature_tables(actual)))
+    {
+        assert_eq!(a.len(), b.len(), "{what}: {table} rows");
+        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
+            panic!(
+                "{what}: {table} differs at row {i}:\n expected {:?}\n actual   {:?}",
+                a[i], b[i]
+            );
+        }
+    }
+}
+
 /// The tables a stream and a batch run must agree on.
 pub fn feature_tables(db: &Path) -> Vec<Vec<Vec<rusqlite::types::Value>>> {
     vec![
@@ -518,19 +534,7 @@ fn versions_registered_while_a_stream_runs_apply_from_their_dates_without_a_rest
     // versions 1 and 2 applied from their dates.
     let batch_db = dir.path().join("batch.db");
     batch_run(&input, &batch_db);
-    let (expected, actual) = (feature_tables(&batch_db), feature_tables(&db));
-    for (table, (a, b)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_eq!(a.len(), b.len(), "{table} rows");
-        if let Some(i) = (0..a.len()).find(|&i| a[i] != b[i]) {
-            panic!(
-                "{table} differs at row {i}:\n batch  {:?}\n stream {:?}",
-                a[i], b[i]
-            );
-        }
-    }
+    assert_tables_equal(&batch_db, &db, "live versions");
     let versions = rows(
         &db,
         "SELECT DISTINCT _version FROM loan_features ORDER BY 1",
