@@ -203,7 +203,8 @@ pub struct ClusterArgs {
     /// Processes in the cluster, each with `-w` workers (1: this process runs alone).
     #[arg(short = 'n', long, env = "RISKFLOW_PROCESSES", default_value_t = 1)]
     pub processes: usize,
-    /// This process's index in the cluster, 0 to N-1 (process 0 writes the store).
+    /// This process's index in the cluster, 0 to N-1 (process 0 writes the checkpoints; on a
+    /// PostgreSQL/Redshift store every process writes its own rows, else process 0 all of them).
     #[arg(short = 'p', long, env = "RISKFLOW_PROCESS", default_value_t = 0)]
     pub process: usize,
     /// The cluster's addresses: one `host:port` line per process, process 0 first.
@@ -570,6 +571,7 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
         &report,
         args.quiet,
         target.engine.cluster.as_ref(),
+        target.store.is_shared(),
     );
     let delays = &target.stream.delays;
     if let (Some(p50), Some(p99)) = (delays.quantile(0.5), delays.quantile(0.99)) {
@@ -597,6 +599,7 @@ fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
         ..EngineOptions::default()
     };
     let cluster = engine.cluster.clone();
+    let shared = args.store.store.is_shared();
     let report = match (args.input, args.brokers) {
         (Some(input), _) => run_dataflow(
             &dataflow,
@@ -634,7 +637,7 @@ fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
         }
     }
     .with_context(|| format!("{} ({})", dataflow.name, path.display()))?;
-    print_summary(&dataflow, &report, args.quiet, cluster.as_ref());
+    print_summary(&dataflow, &report, args.quiet, cluster.as_ref(), shared);
     Ok(())
 }
 
@@ -678,6 +681,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
             &report,
             args.quiet,
             target.engine.cluster.as_ref(),
+            target.store.is_shared(),
         );
     }
     if let (StoreUrl::Sqlite(path), true) = (
@@ -693,18 +697,26 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a run's summary: in full, or only its first line with `quiet`.
+/// Prints a run's summary: in full, or only its first line with `quiet`. In a cluster it says
+/// which share the counts are: each process reports the records it read and, on a `shared`
+/// store (where every process writes its own rows), the rows it stored.
 fn print_summary(
     dataflow: &LoadedDataflow,
     report: &RunReport,
     quiet: bool,
     cluster: Option<&Cluster>,
+    shared: bool,
 ) {
     if let Some(cluster) = cluster {
         let (process, processes) = (cluster.process, cluster.addresses.len());
         if process != 0 {
+            let stored = if shared {
+                format!("stored {} rows", report.stored_total())
+            } else {
+                "process 0 stores every row".to_owned()
+            };
             println!(
-                "{} → {}: process {process} of {processes} parsed {} records in {:.2} s; process 0 writes the store and reports what was stored",
+                "{} → {}: process {process} of {processes} parsed {} records and {stored} in {:.2} s; process 0 writes the checkpoints and reports the rest",
                 dataflow.name,
                 dataflow.feature_set.table,
                 report.records_read,
@@ -712,7 +724,14 @@ fn print_summary(
             );
             return;
         }
-        println!("process 0 of {processes} (records read and filtered: this process's share; rows stored and dead letters: the whole cluster's)");
+        let stored = if shared {
+            "rows stored: this process's share too; dead letters: the whole cluster's"
+        } else {
+            "rows stored and dead letters: the whole cluster's"
+        };
+        println!(
+            "process 0 of {processes} (records read and filtered: this process's share; {stored})"
+        );
     }
     let summary = summarize(dataflow, report);
     if quiet {

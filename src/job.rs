@@ -7,7 +7,7 @@ use crate::dataflow::{self, Cluster, EngineOptions, Job, PlanSlot, RunError, Run
 use crate::kafka::{partition_count, KafkaError, KafkaSource, OutflowSink, StreamOptions};
 use crate::plan::{FeaturePlan, FeatureSetFile, PlanError};
 use crate::record::{TextField, YearRange, BASE_COLUMNS};
-use crate::sink::{FeatureRow, Sink, SinkError, StoreUrl};
+use crate::sink::{AdoptingSink, FeatureRow, Sink, SinkError, StoreUrl};
 use crate::source::{Chunking, FileSource, Source, SourceError};
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -269,17 +269,19 @@ const LEADER_WAIT: Duration = Duration::from_secs(120);
 
 /// On a cluster process other than 0: waits until process 0 has registered the dataflow's
 /// versions and prepared the store, then reads the same plan and checkpoint (every process
-/// needs them: its sources resume from the checkpoint, and the window worker may be here). Only
-/// process 0 writes the store.
+/// needs them: its sources resume from the checkpoint, and the window worker may be here).
+///
+/// On a shared store (a server) it also returns the sink this process writes its rows with;
+/// a file store is written by process 0 alone.
 fn follow_leader(
     dataflow: &LoadedDataflow,
     store: &StoreUrl,
     glue: Option<&GlueUrl>,
     source: String,
     history_rows: usize,
-) -> Result<Job, JobError> {
+) -> Result<(Job, Option<Box<dyn Sink>>), JobError> {
     let table = &dataflow.feature_set.table;
-    let attempt = || -> Result<Job, JobError> {
+    let attempt = || -> Result<(Job, Option<Box<dyn Sink>>), JobError> {
         // A CSV export keeps no catalog: its versions are those of the dataflow's file, as on
         // process 0.
         let versions = match (store, glue) {
@@ -307,12 +309,18 @@ fn follow_leader(
         };
         let mut sink = store.open(table)?;
         read_resume(&mut job, &mut *sink, history_rows)?;
-        Ok(job)
+        if !store.is_shared() {
+            return Ok((job, None));
+        }
+        let mut rows: Box<dyn Sink> = Box::new(AdoptingSink(sink));
+        rows.prepare(&job.plan)
+            .map_err(|e| JobError::Waiting(e.to_string()))?;
+        Ok((job, Some(rows)))
     };
     let deadline = std::time::Instant::now() + LEADER_WAIT;
     loop {
         match attempt() {
-            Ok(job) => return Ok(job),
+            Ok(followed) => return Ok(followed),
             Err(error) if std::time::Instant::now() < deadline => {
                 tracing::debug!(table = table.as_str(), %error, "Waiting for process 0 to prepare the store.");
                 std::thread::sleep(Duration::from_millis(200));
@@ -329,16 +337,26 @@ fn resume_at(job: &Job, part: i32) -> Option<PartPosition> {
         .and_then(|r| r.checkpoint.position.get(&part).copied())
 }
 
+/// The engine options of a job writing `store`: in a cluster on a shared store, every process
+/// writes its own rows.
+fn engine_for(engine: &EngineOptions, store: &StoreUrl) -> EngineOptions {
+    let mut engine = engine.clone();
+    if let Some(cluster) = &mut engine.cluster {
+        cluster.every_process_writes = store.is_shared();
+    }
+    engine
+}
+
 /// Runs one dataflow: registers its versions, prepares the store, streams the input through.
-/// In a cluster, process 0 does all three (its worker 0 reads the file and writes the store);
-/// the other processes parse and compute.
+/// In a cluster, process 0 does all three (its worker 0 reads the file and writes the
+/// checkpoints); the other processes parse, compute and, on a shared store, write their rows.
 pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<RunReport, JobError> {
     let identity = dataflow.identity(file_identity(&target.input, dataflow));
-    let engine = target.engine.clone();
+    let engine = engine_for(&target.engine, &target.store);
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         input = %target.input.display(), store = %target.store, workers = engine.workers, cluster = ?engine.cluster, "Running dataflow.");
     if !Cluster::leads(engine.cluster.as_ref()) {
-        let job = follow_leader(
+        let (job, rows) = follow_leader(
             dataflow,
             &target.store,
             target.catalog.as_ref(),
@@ -348,7 +366,7 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
         return Ok(dataflow::run(
             &job,
             Box::new(|_, _| Ok(None)),
-            None,
+            rows,
             engine,
         )?);
     }
@@ -422,14 +440,23 @@ pub fn stream_dataflow(
         prepare(&mut job, &mut *sink, target.engine.history_rows)?;
         (job, Some(sink))
     } else {
-        let job = follow_leader(
+        let (job, rows) = follow_leader(
             dataflow,
             &target.store,
             target.catalog.as_ref(),
             identity,
             target.engine.history_rows,
         )?;
-        (job, None)
+        let rows = match (&target.outflow_topic, rows) {
+            (Some(topic), Some(sink)) => {
+                let mut outflow =
+                    OutflowSink::new(sink, &options.brokers, topic, &dataflow.feature_set.table)?;
+                outflow.prepare(&job.plan)?;
+                Some(Box::new(outflow) as Box<dyn Sink>)
+            }
+            (_, rows) => rows,
+        };
+        (job, rows)
     };
     let stopped = || {
         target
@@ -467,7 +494,11 @@ pub fn stream_dataflow(
             .map(|source| source.map(|s| Box::new(s) as Box<dyn Source>))
             .map_err(|e| SourceError::Kafka(e.to_string()))
     });
-    let mut engine = target.engine.clone();
+    let mut engine = engine_for(&target.engine, &target.store);
+    let every_process_writes = engine
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.every_process_writes);
     let has_catalog = target.catalog.is_some() || !matches!(target.store, StoreUrl::Csv(_));
     // The catalog watcher runs where worker 0 is: it feeds the plan input of that worker.
     let watcher = match target.catalog_poll.filter(|_| has_catalog && leads) {
@@ -478,6 +509,7 @@ pub fn stream_dataflow(
             let watched = CatalogSource {
                 store: target.store.clone(),
                 glue: target.catalog.clone(),
+                evolve_store_first: every_process_writes,
             };
             let thread = watch_catalog(watched, job.plan.clone(), poll, slot, Arc::clone(&done));
             Some((thread, done))
@@ -496,6 +528,10 @@ pub fn stream_dataflow(
 struct CatalogSource {
     store: StoreUrl,
     glue: Option<GlueUrl>,
+    /// Add a newer plan's columns and views to the store before offering the plan: in a cluster
+    /// where every process writes, the other processes' writers take it on without DDL and may
+    /// write rows under it before process 0 writes that epoch.
+    evolve_store_first: bool,
 }
 
 /// Looks at the catalog every `poll` until `done`, and offers each newer plan of the table (the
@@ -509,6 +545,13 @@ fn watch_catalog(
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     let table = running.table.clone();
+    let (store, evolve_store_first) = (source.store.clone(), source.evolve_store_first);
+    let evolve_store = move |plan: &FeaturePlan| -> Result<(), SinkError> {
+        if evolve_store_first {
+            store.open(&plan.table)?.prepare(plan)?;
+        }
+        Ok(())
+    };
     let look = move |catalog: &mut Option<Box<dyn Catalog>>, running: &FeaturePlan| {
         let catalog = match catalog {
             Some(catalog) => catalog,
@@ -520,6 +563,7 @@ fn watch_catalog(
         }
         Ok::<_, CatalogError>(Some(FeaturePlan::new(&running.table, versions)?))
     };
+
     std::thread::Builder::new()
         .name("riskflow-catalog".into())
         .spawn(move || {
@@ -529,6 +573,11 @@ fn watch_catalog(
                 match look(&mut catalog, &running) {
                     Ok(None) => {}
                     Ok(Some(newer)) if newer.versions.starts_with(&running.versions) => {
+                        if let Err(error) = evolve_store(&newer) {
+                            tracing::warn!(table = table.as_str(), error = %error,
+                                "Cannot add the new version's columns to the store; trying again at the next poll.");
+                            continue;
+                        }
                         let version = newer.versions.last().expect("a version");
                         tracing::info!(table = table.as_str(), version = version.id, applies_from = %version.applies_from,
                             "A new feature-set version was registered: the stream takes it on without a restart.");

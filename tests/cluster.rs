@@ -9,7 +9,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// A hostfile with `processes` free loopback ports.
-fn hostfile(dir: &Path, processes: usize) -> String {
+pub fn hostfile(dir: &Path, processes: usize) -> String {
     let ports: Vec<String> = (0..processes)
         .map(|_| {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -22,7 +22,7 @@ fn hostfile(dir: &Path, processes: usize) -> String {
 }
 
 /// Starts every process of a cluster running `args` (`-n`, `-p`, `--hostfile` added).
-fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Child> {
+pub fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Child> {
     (0..processes)
         .map(|p| {
             let mut all = args.to_vec();
@@ -42,22 +42,32 @@ fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Child> {
         .collect()
 }
 
-/// Waits for every process; fails with their stderr if one fails.
-fn finish_cluster(children: Vec<Child>) {
-    for (p, child) in children.into_iter().enumerate() {
-        let (ok, _, stderr) = finish(child);
-        assert!(ok, "process {p} failed: {stderr}");
-    }
+/// Waits for every process; fails with their stderr if one fails. Returns their outputs.
+pub fn finish_cluster(children: Vec<Child>) -> Vec<String> {
+    children
+        .into_iter()
+        .enumerate()
+        .map(|(p, child)| {
+            let (ok, stdout, stderr) = finish(child);
+            assert!(ok, "process {p} failed: {stderr}");
+            stdout
+        })
+        .collect()
 }
 
 fn run_args(input: &Path, db: &Path, workers: u32) -> Vec<String> {
+    cluster_run_args(input, &sqlite_store(db), workers)
+}
+
+/// A `run` of the features dataflow into `store` with small epochs (many commits).
+pub fn cluster_run_args(input: &Path, store: &str, workers: u32) -> Vec<String> {
     [
         "run",
         "dataflows/features.toml",
         "--input",
         input.to_str().unwrap(),
         "--store",
-        &sqlite_store(db),
+        store,
         "-w",
         &workers.to_string(),
         "--epoch-rows",

@@ -3,8 +3,9 @@
 //! SQLite run; runs and streams killed with SIGKILL at random moments resume exactly once; a
 //! database outage mid-stream loses nothing; schema evolution adds columns, comments and views.
 
+use crate::cluster::{cluster_run_args, finish_cluster, hostfile, start_cluster};
 use crate::common::*;
-use crate::kafka::{brokers, fresh_topic, produce, stream_args_to};
+use crate::kafka::{brokers, fresh_topic, produce, produce_args, stream_args_to};
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 use rusqlite::types::Value;
@@ -556,5 +557,175 @@ fn evolution_adds_columns_comments_and_views_and_a_refusal_leaves_the_table_unto
             before == after,
             "{dialect}: a refused evolution changed the table"
         );
+    }
+}
+
+/// The rows each process of a cluster says it stored (process 0's summary line, then the
+/// others' "stored N rows").
+fn stored_per_process(outputs: &[String]) -> Vec<u64> {
+    outputs
+        .iter()
+        .map(|out| {
+            let line = out
+                .lines()
+                .find(|l| l.contains(" stored "))
+                .unwrap_or_else(|| panic!("no summary in {out}"));
+            let after = &line[line.find(" stored ").unwrap() + " stored ".len()..];
+            after
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn every_process_of_a_cluster_writes_its_own_rows_into_a_shared_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 40_000, "2007-2013", &["--quirks"]);
+    let sqlite = dir.path().join("single.db");
+    run_features(&input, &sqlite_store(&sqlite));
+    let expected_rows = rows(&sqlite, LOAN_FEATURES_SQLITE);
+    let expected_stats = rows(&sqlite, STATS_SQLITE);
+    let server = server();
+
+    // From a file, 2 processes × 2 workers, in both dialects.
+    for dialect in ["postgres", "redshift"] {
+        let url = fresh_database(&server, &format!("cluster_{dialect}"));
+        let store = if dialect == "redshift" {
+            redshift(&url)
+        } else {
+            url.clone()
+        };
+        let hosts = hostfile(dir.path(), 2);
+        let outputs = finish_cluster(start_cluster(
+            &cluster_run_args(&input, &store, 2),
+            2,
+            &hosts,
+        ));
+        let what = format!("{dialect}, 2 processes × 2 workers");
+        assert_same(&what, &expected_rows, &pg_rows(&url, LOAN_FEATURES));
+        assert_same(&what, &expected_stats, &pg_rows(&url, STATS));
+        let per_process = stored_per_process(&outputs);
+        assert!(
+            per_process.iter().all(|&n| n > 0),
+            "{what}: every process writes rows: {per_process:?}\n{outputs:?}"
+        );
+        assert_eq!(
+            per_process.iter().sum::<u64>() as usize,
+            expected_rows.len(),
+            "{what}: the processes' rows add up to the table"
+        );
+    }
+
+    // From Kafka, with versions 1 and 2 registered while the cluster streams (in 2008, which
+    // the producer's rate makes last a few seconds): process 0 adds `ma100` to the store before
+    // any process writes a row that has it.
+    let early = generate(dir.path(), "early.csv", 12_000, "2008-2008", &[]);
+    let late = generate(
+        dir.path(),
+        "late.csv",
+        20_000,
+        "2009-2013",
+        &["--seed", "9"],
+    );
+    let input = dir.path().join("live.csv");
+    let late_text = std::fs::read_to_string(&late).unwrap();
+    let late_rows = late_text.split_once('\n').unwrap().1;
+    std::fs::write(&input, std::fs::read_to_string(&early).unwrap() + late_rows).unwrap();
+    let sqlite = dir.path().join("live.db");
+    run_features(&input, &sqlite_store(&sqlite));
+    let version_0 = "table = \"loan_features\"\n[[versions]]\nid = 0\napplies_from = \"2007-01-01\"\nfeatures = { ma50 = \"sma(50)\" }\n";
+    let dataflow = write_dataflow(dir.path(), "live", "2008-", version_0);
+    let url = fresh_database(&server, "cluster_live");
+    let topic = fresh_topic("cluster_live");
+    let hosts = hostfile(dir.path(), 2);
+    let cluster = start_cluster(
+        &stream_args_to(
+            &topic,
+            &url,
+            2,
+            &[
+                dataflow.to_str().unwrap(),
+                "--until-complete",
+                "--catalog-poll-ms",
+                "100",
+            ],
+        ),
+        2,
+        &hosts,
+    );
+    let producer = spawn_riskflow(&produce_args(&input, &topic, 4, &["--rate", "4000"]));
+    wait_until("the cluster to store rows", Duration::from_secs(60), || {
+        pg_count(
+            &url,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'loan_features'",
+        ) > 0
+            && pg_count(&url, "SELECT count(*) FROM loan_features") > 0
+    });
+    riskflow_ok(&[
+        "catalog",
+        "--store",
+        &url,
+        "register",
+        "config/feature_sets/loan_features.toml",
+    ]);
+    let newest = pg_rows(
+        &url,
+        "SELECT max(application_date)::text FROM loan_features",
+    );
+    assert!(
+        matches!(&newest[0][0], Value::Text(d) if d.as_str() < "2009"),
+        "the producer outran the registration ({newest:?}): the test cannot check live versions"
+    );
+    let (produced, _, producer_err) = finish(producer);
+    assert!(produced, "{producer_err}");
+    let outputs = finish_cluster(cluster);
+    assert_same(
+        "Kafka, 2 processes × 2 workers, live versions",
+        &rows(&sqlite, LOAN_FEATURES_SQLITE),
+        &pg_rows(&url, LOAN_FEATURES),
+    );
+    assert!(
+        stored_per_process(&outputs).iter().all(|&n| n > 0),
+        "{outputs:?}"
+    );
+}
+
+#[test]
+fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 300_000, "2008-2013", &[]);
+    let server = server();
+    let reference = fresh_database(&server, "cluster_kill_ref");
+    run_features(&input, &reference);
+    let expected = store_tables(&reference);
+
+    let url = fresh_database(&server, "cluster_kill");
+    let hosts = hostfile(dir.path(), 2);
+    let mut cluster = start_cluster(&cluster_run_args(&input, &url, 1), 2, &hosts);
+    wait_until("the cluster to commit", Duration::from_secs(60), || {
+        committed_epoch(&url) > 2
+    });
+    cluster[1].kill().unwrap();
+    let (ok, _, stderr) = finish(cluster.remove(0));
+    assert!(!ok, "process 0 exited successfully after its peer died");
+    assert!(
+        stderr.contains("a process of the cluster went away"),
+        "{stderr}"
+    );
+    let _ = finish(cluster.remove(0));
+    // Process 1 may have committed rows of epochs past the last checkpoint: the restart writes
+    // them again, and the key keeps each once.
+    let hosts = hostfile(dir.path(), 2);
+    finish_cluster(start_cluster(&cluster_run_args(&input, &url, 1), 2, &hosts));
+    let actual = store_tables(&url);
+    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_same(what, e, a);
     }
 }

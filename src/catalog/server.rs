@@ -15,13 +15,21 @@ impl ServerCatalog {
     /// Connects and creates the table if needed; `text` is the dialect's text type.
     pub fn connect(url: &str, text: &str) -> Result<ServerCatalog, CatalogError> {
         let mut client = Client::connect(url, NoTls)?;
-        client.batch_execute(&format!(
+        let created = client.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS feature_versions (
                 table_name {text} NOT NULL, version INTEGER NOT NULL, applies_from {text} NOT NULL,
                 features {text} NOT NULL, content_hash {text} NOT NULL,
                 registered_by {text} NOT NULL, registered_at {text} NOT NULL,
                 PRIMARY KEY (table_name, version))"
-        ))?;
+        ));
+        match created {
+            // Another connection (a cluster's other process) created it at the same moment:
+            // PostgreSQL's IF NOT EXISTS does not cover that race.
+            Err(e)
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    || e.code() == Some(&SqlState::DUPLICATE_TABLE) => {}
+            other => other?,
+        }
         Ok(ServerCatalog { client })
     }
 }

@@ -25,7 +25,8 @@ pub mod windows;
 mod writer;
 
 pub use operators::{
-    Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WindowEvent, WriteToStore,
+    Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WindowEvent, WriteRows,
+    WriteToStore,
 };
 pub use stats::{StatDelta, StatKey, StatSums};
 pub use windows::{History, Windows};
@@ -35,7 +36,7 @@ use crate::features::{FeatureValues, Window};
 use crate::metrics;
 use crate::plan::FeaturePlan;
 use crate::record::{LoanBatch, YearRange};
-use crate::sink::{EpochBatch, FeatureRow, Sink, SinkError};
+use crate::sink::{EpochBatch, FeatureBatch, FeatureRow, Sink, SinkError};
 use crate::source::{Poll, RawChunk, Source, SourceError};
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::count::CountTotal;
@@ -45,8 +46,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::core::{Concatenate, Probe};
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::core::{Concatenate, Exchange, Probe};
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
 /// Consecutive rows with the value of every definition the plan uses (before version stamping).
@@ -107,6 +108,9 @@ pub struct Cluster {
     pub process: usize,
     /// `host:port` of every process, process 0 first.
     pub addresses: Vec<String>,
+    /// Every process writes its own rows (the store is a server all of them reach); otherwise
+    /// process 0 writes them all (a file store lives on one host).
+    pub every_process_writes: bool,
 }
 
 impl Cluster {
@@ -137,12 +141,27 @@ impl Cluster {
         }) {
             return Err(format!("hostfile line `{bad}` is not host:port"));
         }
-        Ok(Cluster { process, addresses })
+        Ok(Cluster {
+            process,
+            addresses,
+            every_process_writes: false,
+        })
     }
 
-    /// Whether this process holds worker 0 (it writes the store).
+    /// Whether this process holds worker 0 (it writes the store's checkpoints).
     pub fn leads(cluster: Option<&Cluster>) -> bool {
         cluster.is_none_or(|c| c.process == 0)
+    }
+
+    /// The workers that write rows, given `workers` per process: the first of every process
+    /// when every process writes, else worker 0 alone.
+    fn row_writers(cluster: Option<&Cluster>, workers: usize) -> Vec<usize> {
+        match cluster {
+            Some(c) if c.every_process_writes => {
+                (0..c.addresses.len()).map(|p| p * workers).collect()
+            }
+            _ => vec![0],
+        }
     }
 
     fn config(&self, threads: usize) -> timely::Config {
@@ -221,6 +240,27 @@ impl Default for EngineOptions {
     }
 }
 
+/// The store writers a worker holds: worker 0 writes epochs with their checkpoints (and every
+/// row routed to it); in a cluster on a shared store, the first worker of every other process
+/// writes the rows routed to its process.
+#[derive(Default)]
+pub struct Writers {
+    pub checkpoints: Option<Box<dyn Sink>>,
+    pub rows: Option<Box<dyn Sink>>,
+    /// The workers that write rows (worker 0 first); a batch of rows goes to one of them.
+    pub row_writers: Vec<usize>,
+}
+
+impl Writers {
+    /// Which row writer a batch goes to (mixed from its first row, so consecutive batches
+    /// spread).
+    fn route(row_writers: &[usize], rows: &FeatureBatch) -> usize {
+        let first = rows.batch.first_row().unwrap_or(0);
+        let mixed = first.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        row_writers[(mixed % row_writers.len() as u64) as usize]
+    }
+}
+
 /// Builds the graph on one worker; returns the probe that tells which epochs are durable in the
 /// store. `raw` carries the source's chunks; `positions` where each worker's source parts
 /// resume once its input has moved past an epoch (for the checkpoint); `plans` newer plans.
@@ -230,7 +270,7 @@ pub fn build<'scope>(
     plans: StreamVec<'scope, Epoch, FeaturePlan>,
     job: &Job,
     history_rows: usize,
-    sink: Option<Box<dyn Sink>>,
+    writers: Writers,
     state: Arc<RunState>,
 ) -> ProbeHandle<Epoch> {
     let plan = &job.plan;
@@ -273,15 +313,41 @@ pub fn build<'scope>(
             ..Checkpoint::default()
         },
     };
-    let scope = items.scope();
+    // Rows go to their process's writer; a plan change goes to every writer; everything else
+    // goes to worker 0 with the checkpoint.
+    let row_writers = writers.row_writers.clone();
+    let mut parts = items.partition(3, move |item| match item {
+        SinkItem::Rows(rows) if Writers::route(&row_writers, &rows) != 0 => {
+            (1, SinkItem::Rows(rows))
+        }
+        SinkItem::Plan(plan) => (2, SinkItem::Plan(plan)),
+        other => (0, other),
+    });
+    let (plan_changes, elsewhere, here) = (
+        parts.pop().expect("three parts"),
+        parts.pop().expect("three parts"),
+        parts.pop().expect("three parts"),
+    );
+    let scope = here.scope();
+    let row_writers = writers.row_writers;
+    let rows_committed = scope
+        .concatenate([
+            elsewhere.exchange(move |item| match item {
+                SinkItem::Rows(rows) => Writers::route(&row_writers, rows) as u64,
+                _ => 0,
+            }),
+            plan_changes.clone().broadcast(),
+        ])
+        .write_rows(writers.rows, Arc::clone(&state));
     scope
         .concatenate([
-            items,
+            here,
+            plan_changes,
             dead_letters.map(SinkItem::Dead),
             stat_totals,
             positions.map(SinkItem::Position),
         ])
-        .write_to_store(sink, last, plan, state)
+        .write_to_store(rows_committed, writers.checkpoints, last, plan, state)
         .probe()
         .0
 }
@@ -466,22 +532,33 @@ pub fn run(
     let sink = Mutex::new(sink);
     let job = job.clone();
     let shared = Arc::clone(&state);
+    let workers = options.workers.max(1);
     let config = match &options.cluster {
         Some(cluster) => {
             exit_when_a_peer_fails();
-            cluster.config(options.workers.max(1))
+            cluster.config(workers)
         }
-        None => timely::Config::process(options.workers.max(1)),
+        None => timely::Config::process(workers),
     };
     let clustered = options.cluster.is_some();
     let guards = timely::execute(config, move |worker| {
         let state = Arc::clone(&shared);
         let (index, peers) = (worker.index(), worker.peers());
-        let my_sink = if index == 0 {
-            sink.lock().expect("sink lock").take()
-        } else {
-            None
+        // This process's sink goes to its first worker: worker 0 writes checkpoints; the first
+        // worker of another process (on a shared store) writes that process's rows.
+        let first_here = options.cluster.as_ref().map_or(0, |c| c.process * workers);
+        let mut writers = Writers {
+            row_writers: Cluster::row_writers(options.cluster.as_ref(), workers),
+            ..Writers::default()
         };
+        if index == first_here {
+            let sink = sink.lock().expect("sink lock").take();
+            if index == 0 {
+                writers.checkpoints = sink;
+            } else {
+                writers.rows = sink;
+            }
+        }
         let mut my_source = sources(index, peers).unwrap_or_else(|error| {
             state.fail(error.into());
             None
@@ -494,7 +571,7 @@ pub fn run(
                 inputs.plans.to_stream(scope),
                 &job,
                 options.history_rows,
-                my_sink,
+                writers,
                 Arc::clone(&state),
             )
         });

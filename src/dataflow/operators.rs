@@ -2,7 +2,7 @@
 
 use super::stats::{StatDelta, StatKey, StatSums};
 use super::writer::StoreWriter;
-use super::{RunState, WindowedBatch, Windows};
+use super::{RunError, RunState, WindowedBatch, Windows};
 use crate::checkpoint::{merge, Checkpoint, Position, WindowState};
 use crate::features::FeatureValues;
 use crate::parse::RecordParser;
@@ -349,14 +349,32 @@ pub enum SinkItem {
 /// 0, with the checkpoint that lets a later run resume right after it. The operator holds a
 /// capability for every epoch not yet durable, so a probe after it tells the driver which
 /// epochs are committed.
+///
+/// In a cluster whose processes all write (a shared store), the other processes' rows reach
+/// their own [`WriteRows`] operators; `rows_committed` is those operators' output, and an epoch's
+/// checkpoint is written only once its frontier has passed the epoch, that is once every
+/// process's rows of it are durable.
 pub trait WriteToStore<'scope> {
     /// `last` is the checkpoint the run resumed from (or an empty one naming the source); `plan`
     /// the plan the run starts with.
     fn write_to_store(
         self,
+        rows_committed: StreamVec<'scope, Epoch, ()>,
         sink: Option<Box<dyn Sink>>,
         last: Checkpoint,
         plan: &FeaturePlan,
+        state: Arc<RunState>,
+    ) -> StreamVec<'scope, Epoch, ()>;
+}
+
+/// Writes the rows routed to this process (a cluster process other than 0, on a shared store)
+/// without a checkpoint; the output's frontier passes an epoch once its rows are durable here.
+/// A plan item makes the store take on the newer plan first (the catalog watcher has already
+/// evolved the store's schema, see [`crate::sink::Sink::adopt`]).
+pub trait WriteRows<'scope> {
+    fn write_rows(
+        self,
+        sink: Option<Box<dyn Sink>>,
         state: Arc<RunState>,
     ) -> StreamVec<'scope, Epoch, ()>;
 }
@@ -370,6 +388,87 @@ struct Gathering {
     positions: Vec<Position>,
     windows: Option<WindowState>,
     plan: Option<FeaturePlan>,
+}
+
+impl Gathering {
+    fn new(cap: Capability<Epoch>, epoch: Epoch) -> Gathering {
+        Gathering {
+            cap,
+            batch: EpochBatch {
+                epoch,
+                ..EpochBatch::default()
+            },
+            stats: Vec::new(),
+            positions: Vec::new(),
+            windows: None,
+            plan: None,
+        }
+    }
+
+    fn add(&mut self, item: SinkItem) {
+        match item {
+            SinkItem::Rows(rows) => self.batch.rows.push(rows),
+            SinkItem::Dead(dead) => self.batch.dead_letters.push(dead),
+            SinkItem::Stat(_, key, total) => self.stats.push((key, total)),
+            SinkItem::Position(at) => self.positions.push(at),
+            SinkItem::Windows(windows) => self.windows = Some(windows),
+            SinkItem::Plan(plan) => self.plan = Some(plan),
+        }
+    }
+}
+
+/// Gathers the items of each epoch as they arrive (a stat names its own epoch).
+fn gather(
+    pending: &mut BTreeMap<Epoch, Gathering>,
+    cap: &InputCapability<Epoch>,
+    port: usize,
+    items: impl Iterator<Item = SinkItem>,
+) {
+    let Some(&least) = cap.least() else { return };
+    for item in items {
+        let epoch = match &item {
+            SinkItem::Stat(epoch, ..) => *epoch,
+            _ => least,
+        };
+        pending
+            .entry(epoch)
+            .or_insert_with(|| Gathering::new(cap.delayed(&epoch, port), epoch))
+            .add(item);
+    }
+}
+
+/// Epochs handed to the store writer thread, each holding its capability until committed.
+struct Committing {
+    writer: Option<StoreWriter>,
+    writing: VecDeque<(Epoch, Capability<Epoch>)>,
+}
+
+impl Committing {
+    fn write(&mut self, batch: EpochBatch, cap: Capability<Epoch>) {
+        if let Some(writer) = &self.writer {
+            self.writing.push_back((batch.epoch, cap));
+            writer.write(batch);
+        }
+    }
+
+    /// Drops the capabilities of committed epochs; once `done`, waits for the writer to finish.
+    fn release(&mut self, done: bool) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        while self
+            .writing
+            .front()
+            .is_some_and(|(epoch, _)| writer.is_committed(*epoch))
+        {
+            self.writing.pop_front();
+        }
+        if done {
+            writer.finish();
+            self.writing.clear();
+            self.writer = None;
+        }
+    }
 }
 
 /// The `feature_stats` column names of each version: `risk_score`, then its features.
@@ -387,6 +486,7 @@ fn stat_columns(plan: &FeaturePlan) -> Vec<Vec<String>> {
 impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
     fn write_to_store(
         self,
+        rows_committed: StreamVec<'scope, Epoch, ()>,
         sink: Option<Box<dyn Sink>>,
         mut last: Checkpoint,
         plan: &FeaturePlan,
@@ -394,53 +494,34 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
     ) -> StreamVec<'scope, Epoch, ()> {
         let scope = self.scope();
         let mut stat_names = stat_columns(plan);
-        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            rows_committed,
             Exchange::new(|_: &SinkItem| 0),
+            Pipeline,
             "WriteToStore",
             move |_, info| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
-                let mut writer =
-                    sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake));
+                let has_sink = sink.is_some();
+                let mut store = Committing {
+                    writer: sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake)),
+                    writing: VecDeque::new(),
+                };
                 let mut pending: BTreeMap<Epoch, Gathering> = BTreeMap::new();
-                let mut writing: VecDeque<(Epoch, Capability<Epoch>)> = VecDeque::new();
-                move |(input, frontier), output| {
+                move |(input, frontier), (committed, elsewhere), output| {
+                    let port = output.output_index();
                     input.for_each_stamp(|cap, data| {
-                        let Some(&least) = cap.least() else { return };
-                        let port = output.output_index();
-                        for item in data.flat_map(|batch| batch.drain(..)) {
-                            let epoch = match &item {
-                                SinkItem::Stat(epoch, ..) => *epoch,
-                                _ => least,
-                            };
-                            let gathering = pending.entry(epoch).or_insert_with(|| Gathering {
-                                cap: cap.delayed(&epoch, port),
-                                batch: EpochBatch {
-                                    epoch,
-                                    ..EpochBatch::default()
-                                },
-                                stats: Vec::new(),
-                                positions: Vec::new(),
-                                windows: None,
-                                plan: None,
-                            });
-                            let batch = &mut gathering.batch;
-                            match item {
-                                SinkItem::Rows(rows) => batch.rows.push(rows),
-                                SinkItem::Dead(dead) => batch.dead_letters.push(dead),
-                                SinkItem::Stat(_, key, total) => gathering.stats.push((key, total)),
-                                SinkItem::Position(at) => gathering.positions.push(at),
-                                SinkItem::Windows(windows) => gathering.windows = Some(windows),
-                                SinkItem::Plan(plan) => gathering.plan = Some(plan),
-                            }
-                        }
+                        gather(&mut pending, &cap, port, data.flat_map(|b| b.drain(..)));
                     });
-                    let Some(store) = writer.as_mut() else {
+                    committed.for_each(|_, _| {});
+                    if !has_sink {
                         pending.clear();
                         return;
-                    };
+                    }
                     while let Some(entry) = pending.first_entry() {
-                        let stopped = state.stop_target().is_some_and(|t| *entry.key() >= t);
-                        if frontier.less_equal(entry.key()) || state.failed() || stopped {
+                        let epoch = *entry.key();
+                        let stopped = state.stop_target().is_some_and(|t| epoch >= t);
+                        let open = frontier.less_equal(&epoch) || elsewhere.less_equal(&epoch);
+                        if open || state.failed() || stopped {
                             break;
                         }
                         let Gathering {
@@ -488,20 +569,69 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         batch.stats.sort_unstable_by(|a, b| {
                             (a.version, a.day, &a.column).cmp(&(b.version, b.day, &b.column))
                         });
-                        writing.push_back((batch.epoch, cap));
-                        store.write(batch);
+                        store.write(batch, cap);
                     }
-                    while writing
-                        .front()
-                        .is_some_and(|(epoch, _)| store.is_committed(*epoch))
-                    {
-                        writing.pop_front();
+                    store
+                        .release(frontier.is_empty() && elsewhere.is_empty() && pending.is_empty());
+                }
+            },
+        )
+    }
+}
+
+impl<'scope> WriteRows<'scope> for StreamVec<'scope, Epoch, SinkItem> {
+    fn write_rows(
+        self,
+        sink: Option<Box<dyn Sink>>,
+        state: Arc<RunState>,
+    ) -> StreamVec<'scope, Epoch, ()> {
+        let scope = self.scope();
+        self.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Pipeline,
+            "WriteRows",
+            move |_, info| {
+                let wake = scope.worker().sync_activator_for(info.address.to_vec());
+                let has_sink = sink.is_some();
+                let mut store = Committing {
+                    writer: sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake)),
+                    writing: VecDeque::new(),
+                };
+                let mut pending: BTreeMap<Epoch, Gathering> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    let port = output.output_index();
+                    input.for_each_stamp(|cap, data| {
+                        gather(&mut pending, &cap, port, data.flat_map(|b| b.drain(..)));
+                    });
+                    if !has_sink {
+                        // Rows are routed only to workers that hold a row writer.
+                        if pending.values().any(|g| !g.batch.rows.is_empty()) {
+                            state.fail(RunError::Engine(
+                                "rows reached a worker without a store writer".into(),
+                            ));
+                        }
+                        pending.clear();
+                        return;
                     }
-                    if frontier.is_empty() && pending.is_empty() {
-                        store.finish();
-                        writing.clear();
-                        writer = None;
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) || state.failed() {
+                            break;
+                        }
+                        let Gathering {
+                            cap,
+                            mut batch,
+                            plan,
+                            ..
+                        } = entry.remove();
+                        batch.evolve = plan;
+                        if batch.rows.is_empty() && batch.evolve.is_none() {
+                            continue;
+                        }
+                        batch
+                            .rows
+                            .sort_unstable_by_key(|rows| rows.batch.first_row());
+                        store.write(batch, cap);
                     }
+                    store.release(frontier.is_empty() && pending.is_empty());
                 }
             },
         )

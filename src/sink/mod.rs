@@ -226,6 +226,12 @@ pub trait Sink: Send {
     fn evolve(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
         self.prepare(plan)
     }
+    /// Takes on a plan whose tables another process has prepared (cluster process 0, or the
+    /// catalog watcher of a live version): no DDL; an error while the store lacks a column the
+    /// plan needs.
+    fn adopt(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        self.prepare(plan)
+    }
     /// The checkpoint last committed for `source` (see [`crate::checkpoint`]) with the
     /// `feature_stats` totals committed with it; `None` when the store has none or cannot keep
     /// one (a CSV export starts over).
@@ -246,6 +252,22 @@ pub trait Sink: Send {
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError>;
     /// Flushes whatever is buffered; called once after the last epoch.
     fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+/// A store as a cluster process other than 0 writes it: process 0 creates and evolves the
+/// tables; this one takes plans on without DDL and writes its rows (no checkpoints).
+pub struct AdoptingSink(pub Box<dyn Sink>);
+
+impl Sink for AdoptingSink {
+    fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        self.0.adopt(plan)
+    }
+    fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
+        self.0.write_epoch(batch)
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.finish()
+    }
 }
 
 /// The last `limit` distinct rows of `(_row, score)` pairs read newest first (a row stored under
@@ -350,6 +372,12 @@ impl std::fmt::Display for StoreUrl {
 }
 
 impl StoreUrl {
+    /// Whether every process of a cluster, on any host, reaches the same store (a server), so
+    /// that each can write its own rows.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreUrl::Server { .. })
+    }
+
     /// Opens a sink for `table`.
     pub fn open(&self, table: &str) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {

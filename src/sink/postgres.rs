@@ -416,6 +416,32 @@ impl Sink for PostgresSink {
         self.create_staging()
     }
 
+    fn adopt(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
+        let table = self.table.clone();
+        let existing: Vec<String> = self
+            .client()?
+            .query(
+                "SELECT column_name FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1",
+                &[&table],
+            )
+            .map_err(self.error(format!("read the columns of {table}")))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let columns = plan.columns();
+        if let Some((missing, _)) = columns.iter().find(|(n, _)| !existing.contains(n)) {
+            return Err(SinkError::Evolve {
+                store: self.shown.clone(),
+                version: plan.versions.len() as u32 - 1,
+                why: format!("table {table} has no column {missing} yet"),
+            });
+        }
+        self.columns = columns;
+        self.value_at_column = value_at_column(plan, &self.columns);
+        self.create_staging()
+    }
+
     fn resume(&mut self, source: &str, plan: &FeaturePlan) -> Result<Option<Resume>, SinkError> {
         let table = self.table.clone();
         let shown = self.shown.clone();
