@@ -245,6 +245,20 @@ pub fn kill_and_restart(
     hits
 }
 
+/// The highest epoch committed to a SQLite store (-1 before the first).
+pub fn committed_epoch(db: &Path) -> i64 {
+    if !db.exists() {
+        return -1;
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT max(epoch) FROM dataflow_checkpoints", [], |r| {
+        r.get::<_, Option<i64>>(0)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or(-1)
+}
+
 /// Registers the shipped feature set (versions 0-2) in a SQLite store's catalog.
 pub fn register_default_plan(db: &Path) {
     riskflow_ok(&[

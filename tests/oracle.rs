@@ -242,11 +242,34 @@ features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_stat
         );
         assert_relative(as_f64(&r[5]), ema[i], &format!("ema50_by_state at {at}"));
     }
-    // Worker counts change nothing.
+    // Worker counts change nothing: each key's rows meet on the worker that owns the key.
     let db2 = dir.path().join("k2.db");
     run(&db2, "3");
     assert!(
         table_rows(&db, "keyed_features", "_row") == table_rows(&db2, "keyed_features", "_row"),
         "-w 3 differs from -w 1"
+    );
+    // Nor do kills: every restart gives each worker the saved windows of the keys it owns.
+    let db3 = dir.path().join("k3.db");
+    let args: Vec<String> = [
+        "run",
+        dataflow.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &sqlite_store(&db3),
+        "-w",
+        "3",
+        "--epoch-rows",
+        "2048",
+        "-q",
+    ]
+    .map(String::from)
+    .to_vec();
+    let hits = kill_and_restart(&args, 5, 100, || committed_epoch(&db3));
+    assert!(hits >= 4, "only {hits} kills hit a running process");
+    assert!(
+        table_rows(&db, "keyed_features", "_row") == table_rows(&db3, "keyed_features", "_row"),
+        "the killed and restarted -w 3 run differs from -w 1"
     );
 }

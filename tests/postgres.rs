@@ -245,7 +245,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
 
     let url = fresh_database(&server, "run_killed");
     let args = restartable_run_args(&input, &url);
-    let hits = kill_and_restart(&args, 6, 400, || committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 400, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running process");
     let actual = store_tables(&url);
     for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
@@ -257,7 +257,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
 }
 
 /// The highest epoch committed to `url` (-1 before the first).
-fn committed_epoch(url: &str) -> i64 {
+fn pg_committed_epoch(url: &str) -> i64 {
     let exists = pg_count(
         url,
         "SELECT count(*) FROM pg_tables WHERE tablename = 'dataflow_checkpoints'",
@@ -285,7 +285,7 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
     produce(&input, &topic, 4, &["--marker-rows", "2000"]);
     let url = fresh_database(&server, "stream_killed");
     let args = stream_args_to(&topic, &url, 3, &["--until-complete"]);
-    let hits = kill_and_restart(&args, 6, 400, || committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 400, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running stream");
     let actual = store_tables(&url);
     for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
@@ -385,7 +385,7 @@ fn a_database_outage_mid_stream_loses_nothing() {
     let url = fresh_database(&own.url, "outage");
     let stream = spawn_riskflow(&stream_args_to(&topic, &url, 2, &["--until-complete"]));
     wait_until("the first commits", Duration::from_secs(60), || {
-        committed_epoch(&url) >= 2
+        pg_committed_epoch(&url) >= 2
     });
     own.control("pause");
     std::thread::sleep(Duration::from_secs(3));
@@ -707,7 +707,7 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     let hosts = hostfile(dir.path(), 2);
     let mut cluster = start_cluster(&cluster_run_args(&input, &url, 1), 2, &hosts);
     wait_until("the cluster to commit", Duration::from_secs(60), || {
-        committed_epoch(&url) > 2
+        pg_committed_epoch(&url) > 2
     });
     cluster[1].kill().unwrap();
     let (ok, _, stderr) = finish(cluster.remove(0));

@@ -1,13 +1,17 @@
 //! The one dataflow graph every mode runs, and the driver that feeds it.
 //!
 //! ```text
-//!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──▶ StampVersions ──rows, plans,──┐
-//!  (file/S3/Kafka,    (every worker,  │      (exchange by key;    (version in force   windows │
-//!   _row assigned)     by chunk)      │       epochs in _row       at the row's date)         │
-//!                                     │       order)                     │ stat deltas         ▼
-//!  catalog watcher ──newer plans──────┼──────────▶┘                      ▼               WriteToStore
-//!  (live versions)                    │                     count_total (differential) ──▶ (worker 0,
-//!                                     └──dead letters──────────────────────────────────▶ one tx/epoch)
+//!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──rows──▶ JoinKeyed ──▶ StampVersions ──┐
+//!  (file/S3/Kafka,    (every worker,  │      (one worker: global  │     ▲ (keyed     (version in force │
+//!   _row assigned)     by chunk)      │       windows, epochs in  │     │  values     at the row's date)│
+//!                                     │       _row order)    keyed│     │  filled in)      │ stat deltas │
+//!  catalog watcher ──newer plans──────┼──────────▶┘          rows ▼     │                  ▼             │
+//!  (live versions)                    │                     ApplyKeyed ─┘ (by key    count_total         │
+//!                                     │                                    value)   (differential)       │
+//!                                     └──dead letters────────────────────────────────────┴──▶ WriteToStore ◀┘
+//!                                                          (worker 0, one tx and checkpoint per epoch; in a
+//!                                                           cluster on a shared store, WriteRows on every
+//!                                                           process writes that process's rows first)
 //! ```
 //!
 //! Timestamps are epochs: consecutive runs of `_row`s fixed by the source. An epoch is written
@@ -19,14 +23,16 @@
 //! buffer ([`LoanBatch`]); the store is written by a thread of its own (`writer`), and the sink
 //! operator holds each epoch's capability until that thread has committed it.
 
+pub mod keyed;
 mod operators;
 mod stats;
 pub mod windows;
 mod writer;
 
+pub use keyed::KeyedWindows;
 pub use operators::{
-    Epoch, OrderedWindows, ParseRecords, SinkItem, StampVersions, WindowEvent, WriteRows,
-    WriteToStore,
+    ApplyKeyed, Epoch, JoinKeyed, OrderedWindows, ParseRecords, SinkItem, StampVersions,
+    WindowEvent, WriteRows, WriteToStore,
 };
 pub use stats::{StatDelta, StatKey, StatSums};
 pub use windows::{History, Windows};
@@ -285,9 +291,18 @@ pub fn build<'scope>(
         Some(resume) => History::refilled(history_rows, &resume.history),
         None => History::new(history_rows, true),
     };
+    let scope = raw.scope();
+    let keyed = KeyedWindows::new(
+        plan.definitions(),
+        windows.clone(),
+        scope.index(),
+        scope.peers(),
+    );
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
-    let (items, stat_deltas) = rows
-        .ordered_windows(plans, Windows::new(plan.clone(), windows, history))
+    let (events, keyed_work) =
+        rows.ordered_windows(plans, Windows::new(plan.clone(), windows, history));
+    let (items, stat_deltas) = events
+        .join_keyed(keyed_work.apply_keyed(keyed))
         .stamp_versions(plan, job.pinned, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job
@@ -328,7 +343,6 @@ pub fn build<'scope>(
         parts.pop().expect("three parts"),
         parts.pop().expect("three parts"),
     );
-    let scope = here.scope();
     let row_writers = writers.row_writers;
     let rows_committed = scope
         .concatenate([

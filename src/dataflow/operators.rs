@@ -1,5 +1,6 @@
 //! The dataflow's operators, each a small extension trait over a timely stream.
 
+use super::keyed::{KeyedOut, KeyedWindows, KeyedWork};
 use super::stats::{StatDelta, StatKey, StatSums};
 use super::writer::StoreWriter;
 use super::{RunError, RunState, WindowedBatch, Windows};
@@ -110,8 +111,14 @@ pub enum WindowEvent {
     State(WindowState),
 }
 
-/// Holds rows per epoch until the frontier passes it, then feeds them to the kernels in `_row`
-/// order. All rows meet on one worker: the default feature key is the whole stream.
+/// The worker where all rows meet for the global windows (worker 0 also runs the sink).
+fn window_worker(peers: usize) -> u64 {
+    peers as u64 - 1
+}
+
+/// Holds rows per epoch until the frontier passes it, then feeds them to the global kernels in
+/// `_row` order. All rows meet on one worker: the default feature key is the whole stream. Keyed
+/// definitions are sent on to their keys' owners as [`KeyedWork`] (see [`super::keyed`]).
 ///
 /// `plans` carries newer plans (live versions); one sent at epoch `e` is taken on before the
 /// rows of `e`, so every epoch is computed under one plan.
@@ -120,7 +127,10 @@ pub trait OrderedWindows<'scope> {
         self,
         plans: StreamVec<'scope, Epoch, FeaturePlan>,
         windows: Windows,
-    ) -> StreamVec<'scope, Epoch, WindowEvent>;
+    ) -> (
+        StreamVec<'scope, Epoch, WindowEvent>,
+        StreamVec<'scope, Epoch, KeyedWork>,
+    );
 }
 
 /// An epoch waiting for the frontier: its capability, its rows, and a newer plan if one came.
@@ -151,13 +161,17 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
         self,
         plans: StreamVec<'scope, Epoch, FeaturePlan>,
         mut windows: Windows,
-    ) -> StreamVec<'scope, Epoch, WindowEvent> {
-        let peers = self.scope().peers() as u64;
-        let window_worker = peers - 1; // worker 0 also runs the sink
-        self.binary_frontier::<_, CapacityContainerBuilder<Vec<WindowEvent>>, _, _, _, _>(
+    ) -> (
+        StreamVec<'scope, Epoch, WindowEvent>,
+        StreamVec<'scope, Epoch, KeyedWork>,
+    ) {
+        let peers = self.scope().peers();
+        let to = window_worker(peers);
+        type Out = Result<WindowEvent, KeyedWork>;
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
             plans,
-            Exchange::new(move |_: &LoanBatch| window_worker),
-            Exchange::new(move |_: &FeaturePlan| window_worker),
+            Exchange::new(move |_: &LoanBatch| to),
+            Exchange::new(move |_: &FeaturePlan| to),
             "OrderedWindows",
             move |_, _| {
                 let mut open: BTreeMap<Epoch, OpenEpoch> = BTreeMap::new();
@@ -193,21 +207,186 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
                         let mut session = output.session(&cap);
                         let changed = plan.is_some_and(|plan| windows.take_on(plan));
                         if changed {
-                            session.give(WindowEvent::Plan(windows.plan().clone()));
+                            let plan = windows.plan();
+                            session.give(Ok(WindowEvent::Plan(plan.clone())));
+                            session.give_iterator((0..peers).map(|owner| {
+                                Err(KeyedWork {
+                                    owner: owner as u32,
+                                    plan: Some(plan.clone()),
+                                    ..KeyedWork::default()
+                                })
+                            }));
                         }
                         if batches.is_empty() && !changed {
                             continue;
                         }
                         batches.sort_unstable_by_key(LoanBatch::first_row);
-                        for windowed in windows.apply(batches) {
-                            session.give(WindowEvent::Rows(windowed));
+                        let (windowed, keyed) = windows.apply(batches, peers);
+                        session.give_iterator(keyed.into_iter().map(Err));
+                        session
+                            .give_iterator(windowed.into_iter().map(|w| Ok(WindowEvent::Rows(w))));
+                        session.give(Ok(WindowEvent::State(windows.state())));
+                    }
+                }
+            },
+        )
+        .ok_err(|out| out)
+    }
+}
+
+/// Feeds each key owner's share of an epoch's keyed rows to its windows, once the frontier has
+/// passed the epoch, and sends the values (and its keys' state) back to the window worker.
+pub trait ApplyKeyed<'scope> {
+    fn apply_keyed(self, windows: KeyedWindows) -> StreamVec<'scope, Epoch, KeyedOut>;
+}
+
+impl<'scope> ApplyKeyed<'scope> for StreamVec<'scope, Epoch, KeyedWork> {
+    fn apply_keyed(self, mut windows: KeyedWindows) -> StreamVec<'scope, Epoch, KeyedOut> {
+        self.unary_frontier::<CapacityContainerBuilder<Vec<KeyedOut>>, _, _, _>(
+            Exchange::new(|work: &KeyedWork| u64::from(work.owner)),
+            "ApplyKeyed",
+            move |_, _| {
+                let mut open: BTreeMap<Epoch, (Capability<Epoch>, Vec<KeyedWork>)> =
+                    BTreeMap::new();
+                move |(input, frontier), output| {
+                    let port = output.output_index();
+                    input.for_each_stamp(|cap, data| {
+                        let Some(&time) = cap.least() else { return };
+                        open.entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, port), Vec::new()))
+                            .1
+                            .extend(data.flat_map(|container| container.drain(..)));
+                    });
+                    while let Some(first) = open.first_entry() {
+                        if frontier.less_equal(first.key()) {
+                            break;
                         }
-                        session.give(WindowEvent::State(windows.state()));
+                        let (cap, work) = first.remove();
+                        let mut values = Vec::new();
+                        for work in &work {
+                            if let Some(plan) = &work.plan {
+                                windows.take_on(plan);
+                            }
+                            windows.apply(work, &mut values);
+                        }
+                        if !values.is_empty() {
+                            let mut session = output.session(&cap);
+                            session.give(KeyedOut::Values(values));
+                            session.give(KeyedOut::State(windows.state()));
+                        }
                     }
                 }
             },
         )
     }
+}
+
+/// Fills the keyed values computed by the keys' owners into the rows of each epoch (on the
+/// window worker, once both frontiers have passed it), and adds the owners' keys to the epoch's
+/// window state.
+pub trait JoinKeyed<'scope> {
+    fn join_keyed(
+        self,
+        keyed: StreamVec<'scope, Epoch, KeyedOut>,
+    ) -> StreamVec<'scope, Epoch, WindowEvent>;
+}
+
+/// An epoch's events from the window worker and values from the key owners.
+struct Joining {
+    cap: Capability<Epoch>,
+    events: Vec<WindowEvent>,
+    keyed: Vec<KeyedOut>,
+}
+
+impl Joining {
+    fn of<'a>(
+        open: &'a mut BTreeMap<Epoch, Joining>,
+        cap: &InputCapability<Epoch>,
+        port: usize,
+    ) -> &'a mut Joining {
+        let time = *cap.least().expect("a message has a time");
+        open.entry(time).or_insert_with(|| Joining {
+            cap: cap.delayed(&time, port),
+            events: Vec::new(),
+            keyed: Vec::new(),
+        })
+    }
+}
+
+impl<'scope> JoinKeyed<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
+    fn join_keyed(
+        self,
+        keyed: StreamVec<'scope, Epoch, KeyedOut>,
+    ) -> StreamVec<'scope, Epoch, WindowEvent> {
+        let to = window_worker(self.scope().peers());
+        self.binary_frontier::<_, CapacityContainerBuilder<Vec<WindowEvent>>, _, _, _, _>(
+            keyed,
+            Pipeline,
+            Exchange::new(move |_: &KeyedOut| to),
+            "JoinKeyed",
+            move |_, _| {
+                let mut open: BTreeMap<Epoch, Joining> = BTreeMap::new();
+                move |(events, events_frontier), (keyed, keyed_frontier), output| {
+                    let port = output.output_index();
+                    events.for_each_stamp(|cap, data| {
+                        Joining::of(&mut open, &cap, port)
+                            .events
+                            .extend(data.flat_map(|container| container.drain(..)));
+                    });
+                    keyed.for_each_stamp(|cap, data| {
+                        Joining::of(&mut open, &cap, port)
+                            .keyed
+                            .extend(data.flat_map(|container| container.drain(..)));
+                    });
+                    while let Some(first) = open.first_entry() {
+                        let epoch = first.key();
+                        if events_frontier.less_equal(epoch) || keyed_frontier.less_equal(epoch) {
+                            break;
+                        }
+                        let Joining { cap, events, keyed } = first.remove();
+                        output
+                            .session(&cap)
+                            .give_iterator(fill_keyed(events, keyed).into_iter());
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// An epoch's events with the keyed values filled in and the owners' keys in its state.
+fn fill_keyed(mut events: Vec<WindowEvent>, keyed: Vec<KeyedOut>) -> Vec<WindowEvent> {
+    if keyed.is_empty() {
+        return events;
+    }
+    // The window worker numbered the batches in first-row order.
+    let mut rows: Vec<&mut WindowedBatch> = events
+        .iter_mut()
+        .filter_map(|e| match e {
+            WindowEvent::Rows(windowed) => Some(windowed),
+            _ => None,
+        })
+        .collect();
+    rows.sort_unstable_by_key(|w| w.batch.first_row());
+    let mut owners_state = Vec::new();
+    for out in keyed {
+        match out {
+            KeyedOut::Values(values) => {
+                for (batch, index, slot, value) in values {
+                    rows[batch as usize].values[index as usize][slot as usize] = value;
+                }
+            }
+            KeyedOut::State(state) => owners_state.push(state),
+        }
+    }
+    for event in &mut events {
+        if let WindowEvent::State(state) = event {
+            for owner in owners_state.drain(..) {
+                state.extend(owner);
+            }
+        }
+    }
+    events
 }
 
 /// Gives each row the version in force at its date, keeping that version's features; also
@@ -555,7 +734,9 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
                         let moved =
                             windows.is_some() || batch.evolve.is_some() || last.position != before;
                         if let Some(windows) = windows {
-                            last.windows = windows;
+                            // Key owners report only their keys: a kernel is replaced, never
+                            // dropped.
+                            last.windows.extend(windows);
                         }
                         if batch.is_empty() && !moved {
                             continue; // nothing to write, nothing learnt: release the epoch
@@ -679,44 +860,55 @@ mod tests {
     /// A row as the operator emitted it: epoch, `_row`, values.
     type RowSeen = (Epoch, u64, Vec<Option<f64>>);
 
-    /// Runs the operator over `epochs` of rows, with `newer` sent on the plan input at
-    /// `(epoch, plan)`; returns `(epoch, _row, values)` per row and the plans it announced.
-    fn windowed(
+    /// Runs the window operators (global, keyed, joined) on `workers` workers over `epochs` of
+    /// rows (sent by worker 0), with `newer` sent on the plan input at `(epoch, plan)`; returns
+    /// `(epoch, _row, values)` per row and the plans announced.
+    fn windowed_on(
+        workers: usize,
         start: FeaturePlan,
         epochs: Vec<Vec<LoanBatch>>,
         newer: Option<(Epoch, FeaturePlan)>,
     ) -> (Vec<RowSeen>, Vec<(Epoch, usize)>) {
-        let captured = timely::execute_directly(move |worker| {
+        let config = timely::Config::process(workers);
+        let guards = timely::execute(config, move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let start = start.clone();
             let (mut rows_in, mut plans_in, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
                 let (rows_in, rows) = scope.new_input::<Vec<LoanBatch>>();
                 let (plans_in, plans) = scope.new_input::<Vec<FeaturePlan>>();
-                let windows = start.definitions().iter().map(Window::new).collect();
+                let defs = start.definitions();
+                let windows: Vec<Window> = defs.iter().map(Window::new).collect();
+                let keyed = KeyedWindows::new(defs, windows.clone(), index, peers);
                 let windows = Windows::new(start, windows, History::new(1_000, true));
-                (
-                    rows_in,
-                    plans_in,
-                    rows.ordered_windows(plans, windows).capture(),
-                )
+                let (events, work) = rows.ordered_windows(plans, windows);
+                let joined = events.join_keyed(work.apply_keyed(keyed));
+                (rows_in, plans_in, joined.capture())
             });
-            for (epoch, batches) in epochs.into_iter().enumerate() {
+            for (epoch, batches) in epochs.iter().enumerate() {
                 let epoch = epoch as Epoch;
                 rows_in.advance_to(epoch);
                 plans_in.advance_to(epoch);
-                if let Some((at, plan)) = newer.as_ref().filter(|(at, _)| *at == epoch) {
-                    assert_eq!(*at, epoch);
+                if index != 0 {
+                    continue;
+                }
+                if let Some((_, plan)) = newer.as_ref().filter(|(at, _)| *at == epoch) {
                     plans_in.send(plan.clone());
                 }
                 for batch in batches {
-                    rows_in.send(batch);
+                    rows_in.send(batch.clone());
                 }
             }
             drop((rows_in, plans_in));
             while worker.step() {}
             captured
-        });
+        })
+        .unwrap();
         let (mut rows, mut plans) = (Vec::new(), Vec::new());
-        for event in captured.try_iter() {
-            if let Event::Messages(epoch, events) = event {
+        for captured in guards.join() {
+            for event in captured.unwrap().try_iter() {
+                let Event::Messages(epoch, events) = event else {
+                    continue;
+                };
                 let epoch = *epoch.least().expect("a time");
                 let events: Vec<WindowEvent> = events;
                 for event in events {
@@ -732,7 +924,94 @@ mod tests {
                 }
             }
         }
+        rows.sort_by_key(|(_, row, _)| *row);
         (rows, plans)
+    }
+
+    fn windowed(
+        start: FeaturePlan,
+        epochs: Vec<Vec<LoanBatch>>,
+        newer: Option<(Epoch, FeaturePlan)>,
+    ) -> (Vec<RowSeen>, Vec<(Epoch, usize)>) {
+        windowed_on(1, start, epochs, newer)
+    }
+
+    /// A batch of `(_row, score, state)`.
+    fn keyed_batch(rows: &[(u64, f64, &str)]) -> LoanBatch {
+        let mut batch = batch(&rows.iter().map(|&(r, s, _)| (r, s)).collect::<Vec<_>>());
+        for (loan, &(_, _, state)) in batch.rows.iter_mut().zip(rows) {
+            let start = batch.text.len() as u32;
+            batch.text.push_str(state);
+            let end = batch.text.len() as u32;
+            loan.spans = [start, start, start, start, end, end, end];
+        }
+        batch
+    }
+
+    #[test]
+    fn keyed_windows_spread_over_workers_equal_a_sequential_loop() {
+        let states = ["CA", "NY", "TX", "FL", "WA"];
+        let row = |r: u64| (r, ((r * 37) % 101) as f64, states[(r * 7 % 5) as usize]);
+        // Three epochs of two chunks each, the second chunk first.
+        let epochs: Vec<Vec<LoanBatch>> = (0..3u64)
+            .map(|e| {
+                let first: Vec<_> = (e * 40 + 1..=e * 40 + 20).map(row).collect();
+                let second: Vec<_> = (e * 40 + 21..=e * 40 + 40).map(row).collect();
+                vec![keyed_batch(&second), keyed_batch(&first)]
+            })
+            .collect();
+        let start = plan(&[&[("g", "sma(3)"), ("k", "sma(2) by state")]]);
+        // From epoch 1, also `ema(3) by state`: registered live, it starts empty there.
+        let newer = plan(&[
+            &[("g", "sma(3)"), ("k", "sma(2) by state")],
+            &[
+                ("g", "sma(3)"),
+                ("k", "sma(2) by state"),
+                ("e", "ema(3) by state"),
+            ],
+        ]);
+        let expected: Vec<RowSeen> = {
+            let defs: Vec<crate::features::FeatureDef> =
+                ["sma(3)", "sma(2) by state", "ema(3) by state"]
+                    .iter()
+                    .map(|d| d.parse().unwrap())
+                    .collect();
+            let mut global = crate::features::Kernel::new(&defs[0]);
+            let mut by_state: BTreeMap<&str, crate::features::Kernel> = BTreeMap::new();
+            let mut ema_by_state: BTreeMap<&str, crate::features::Kernel> = BTreeMap::new();
+            (1..=120)
+                .map(|r| {
+                    let (r, score, state) = row(r);
+                    let epoch = (r - 1) / 40;
+                    let mut values = vec![
+                        global.push(Some(score)),
+                        by_state
+                            .entry(state)
+                            .or_insert_with(|| crate::features::Kernel::new(&defs[1]))
+                            .push(Some(score)),
+                    ];
+                    if epoch >= 1 {
+                        values.push(
+                            ema_by_state
+                                .entry(state)
+                                .or_insert_with(|| crate::features::Kernel::new(&defs[2]))
+                                .push(Some(score)),
+                        );
+                    }
+                    (epoch, r, values)
+                })
+                .collect()
+        };
+        for workers in [1, 2, 3] {
+            let (rows, plans) = windowed_on(
+                workers,
+                start.clone(),
+                epochs.clone(),
+                Some((1, newer.clone())),
+            );
+            assert_eq!(plans, [(1, 2)], "{workers} workers");
+            assert_eq!(rows, expected, "{workers} workers");
+        }
     }
 
     #[test]

@@ -19,11 +19,12 @@
 //! loses none of it (rows dated before the table's first version are not stored, so they are not
 //! in a refilled history).
 
+use super::keyed::{key_fields, owner, KeyedRow, KeyedWork};
 use super::WindowedBatch;
 use crate::checkpoint::WindowState;
 use crate::features::{FeatureDef, FeatureValues, Kind, Window};
 use crate::plan::FeaturePlan;
-use crate::record::{merged_row_order, LoanBatch, LoanRow};
+use crate::record::{merged_row_order, LoanBatch};
 use std::collections::VecDeque;
 
 /// The most recent scores in `_row` order, up to a fixed number.
@@ -99,10 +100,19 @@ pub struct Windows {
 }
 
 impl Windows {
-    /// `windows` are those of `plan.definitions()`, in that order.
+    /// `windows` are those of `plan.definitions()`, in that order. Keyed windows are kept by
+    /// their keys' owners ([`super::keyed::KeyedWindows`]); here they only hold their place.
     pub fn new(plan: FeaturePlan, windows: Vec<Window>, history: History) -> Windows {
         let definitions = plan.definitions();
         debug_assert_eq!(definitions.len(), windows.len());
+        let windows = windows
+            .into_iter()
+            .zip(&definitions)
+            .map(|(window, def)| match window {
+                Window::Keyed { .. } => Window::new(def),
+                global => global,
+            })
+            .collect();
         Windows {
             plan,
             definitions,
@@ -146,48 +156,85 @@ impl Windows {
         true
     }
 
-    /// Feeds one epoch's batches (sorted by first row) to the kernels in `_row` order; returns
-    /// them with their values.
+    /// Feeds one epoch's batches (sorted by first row) to the global kernels in `_row` order;
+    /// returns them with their values, keyed definitions' values left empty, and the keyed rows
+    /// for each of `peers` key owners that has any (see [`super::keyed`]).
     ///
     /// File batches are runs that never interleave, so they are applied one after another; Kafka
     /// batches hold every n-th row of a partition and are merged first.
-    pub fn apply(&mut self, batches: Vec<LoanBatch>) -> Vec<WindowedBatch> {
+    pub fn apply(
+        &mut self,
+        batches: Vec<LoanBatch>,
+        peers: usize,
+    ) -> (Vec<WindowedBatch>, Vec<KeyedWork>) {
         let Windows {
-            windows, history, ..
+            windows,
+            history,
+            definitions,
+            ..
         } = self;
-        let mut apply = |loan: &LoanRow, text: &str| -> FeatureValues {
-            history.push(loan.risk_score);
-            windows
-                .iter_mut()
-                .map(|w| w.push(loan.risk_score, |field| loan.text(text, field)))
+        let fields = key_fields(definitions);
+        let mut work: Vec<KeyedWork> = if fields.is_empty() {
+            Vec::new()
+        } else {
+            (0..peers)
+                .map(|owner| KeyedWork {
+                    owner: owner as u32,
+                    ..KeyedWork::default()
+                })
                 .collect()
         };
-        let Some(order) = merged_row_order(batches.iter().map(|batch| &batch.rows[..])) else {
-            return batches
+        let mut apply = |b: usize, i: usize, batch: &LoanBatch| -> FeatureValues {
+            let loan = &batch.rows[i];
+            history.push(loan.risk_score);
+            for &field in &fields {
+                let key = loan.text(&batch.text, field);
+                let to = &mut work[owner(field, key, peers)];
+                let start = to.text.len() as u32;
+                to.text.push_str(key);
+                to.rows.push(KeyedRow {
+                    batch: b as u32,
+                    index: i as u32,
+                    score: loan.risk_score,
+                    field: field as u8,
+                    key: (start, to.text.len() as u32),
+                });
+            }
+            windows
+                .iter_mut()
+                .map(|w| match w {
+                    Window::Global(kernel) => kernel.push(loan.risk_score),
+                    Window::Keyed { .. } => None,
+                })
+                .collect()
+        };
+        let windowed = match merged_row_order(batches.iter().map(|batch| &batch.rows[..])) {
+            None => batches
                 .into_iter()
-                .map(|batch| {
-                    let values = batch
-                        .rows
-                        .iter()
-                        .map(|loan| apply(loan, &batch.text))
-                        .collect();
+                .enumerate()
+                .map(|(b, batch)| {
+                    let values = (0..batch.len()).map(|i| apply(b, i, &batch)).collect();
                     WindowedBatch { batch, values }
                 })
-                .collect();
+                .collect(),
+            Some(order) => {
+                let mut values: Vec<Vec<FeatureValues>> = batches
+                    .iter()
+                    .map(|batch| vec![FeatureValues::new(); batch.len()])
+                    .collect();
+                for (b, i) in order {
+                    let (b, i) = (b as usize, i as usize);
+                    values[b][i] = apply(b, i, &batches[b]);
+                }
+                batches
+                    .into_iter()
+                    .zip(values)
+                    .map(|(batch, values)| WindowedBatch { batch, values })
+                    .collect()
+            }
         };
-        let mut values: Vec<Vec<FeatureValues>> = batches
-            .iter()
-            .map(|batch| vec![FeatureValues::new(); batch.len()])
-            .collect();
-        for (b, i) in order {
-            let batch = &batches[b as usize];
-            values[b as usize][i as usize] = apply(&batch.rows[i as usize], &batch.text);
-        }
-        batches
-            .into_iter()
-            .zip(values)
-            .map(|(batch, values)| WindowedBatch { batch, values })
-            .collect()
+        work.retain(|w| !w.rows.is_empty());
+        (windowed, work)
     }
 
     /// Every window's state, by definition (what a checkpoint keeps).
