@@ -302,7 +302,7 @@ pub fn build<'scope>(
     let (events, keyed_work) =
         rows.ordered_windows(plans, Windows::new(plan.clone(), windows, history));
     let (items, stat_deltas) = events
-        .join_keyed(keyed_work.apply_keyed(keyed))
+        .join_keyed(keyed_work.apply_keyed(keyed), plan)
         .stamp_versions(plan, job.pinned, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job

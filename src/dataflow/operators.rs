@@ -284,10 +284,14 @@ impl<'scope> ApplyKeyed<'scope> for StreamVec<'scope, Epoch, KeyedWork> {
 /// Fills the keyed values computed by the keys' owners into the rows of each epoch (on the
 /// window worker, once both frontiers have passed it), and adds the owners' keys to the epoch's
 /// window state.
+///
+/// While the plan has no keyed definition (`plan`, then the newer plans among the events),
+/// events pass straight through.
 pub trait JoinKeyed<'scope> {
     fn join_keyed(
         self,
         keyed: StreamVec<'scope, Epoch, KeyedOut>,
+        plan: &FeaturePlan,
     ) -> StreamVec<'scope, Epoch, WindowEvent>;
 }
 
@@ -317,8 +321,11 @@ impl<'scope> JoinKeyed<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
     fn join_keyed(
         self,
         keyed: StreamVec<'scope, Epoch, KeyedOut>,
+        plan: &FeaturePlan,
     ) -> StreamVec<'scope, Epoch, WindowEvent> {
         let to = window_worker(self.scope().peers());
+        let is_keyed = |plan: &FeaturePlan| plan.definitions().iter().any(|d| d.key.is_some());
+        let mut keyed_plan = is_keyed(plan);
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<WindowEvent>>, _, _, _, _>(
             keyed,
             Pipeline,
@@ -329,9 +336,16 @@ impl<'scope> JoinKeyed<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
                 move |(events, events_frontier), (keyed, keyed_frontier), output| {
                     let port = output.output_index();
                     events.for_each_stamp(|cap, data| {
-                        Joining::of(&mut open, &cap, port)
-                            .events
-                            .extend(data.flat_map(|container| container.drain(..)));
+                        for event in data.flat_map(|container| container.drain(..)) {
+                            if let WindowEvent::Plan(newer) = &event {
+                                keyed_plan = is_keyed(newer);
+                            }
+                            if keyed_plan {
+                                Joining::of(&mut open, &cap, port).events.push(event);
+                            } else {
+                                output.session(&cap).give(event);
+                            }
+                        }
                     });
                     keyed.for_each_stamp(|cap, data| {
                         Joining::of(&mut open, &cap, port)
@@ -877,11 +891,12 @@ mod tests {
                 let (rows_in, rows) = scope.new_input::<Vec<LoanBatch>>();
                 let (plans_in, plans) = scope.new_input::<Vec<FeaturePlan>>();
                 let defs = start.definitions();
+                let plan = start.clone();
                 let windows: Vec<Window> = defs.iter().map(Window::new).collect();
                 let keyed = KeyedWindows::new(defs, windows.clone(), index, peers);
                 let windows = Windows::new(start, windows, History::new(1_000, true));
                 let (events, work) = rows.ordered_windows(plans, windows);
-                let joined = events.join_keyed(work.apply_keyed(keyed));
+                let joined = events.join_keyed(work.apply_keyed(keyed), &plan);
                 (rows_in, plans_in, joined.capture())
             });
             for (epoch, batches) in epochs.iter().enumerate() {
