@@ -371,6 +371,7 @@ pub struct DeadLetter {
     pub reason: Reason,
     /// What exactly was wrong, for a person.
     pub detail: String,
+    #[serde(with = "serde_bytes")]
     pub raw: Vec<u8>,
 }
 

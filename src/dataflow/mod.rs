@@ -255,6 +255,11 @@ pub struct Writers {
     pub rows: Option<Box<dyn Sink>>,
     /// The workers that write rows (worker 0 first); a batch of rows goes to one of them.
     pub row_writers: Vec<usize>,
+    /// Where all rows meet for the global windows: the last worker of process 0, next to the
+    /// reader and the store writer (another worker than 0 when there are several, so that the
+    /// windows do not share worker 0's thread; in process 0, so that rows do not cross the
+    /// network to a window worker and back).
+    pub window_worker: usize,
 }
 
 impl Writers {
@@ -299,10 +304,11 @@ pub fn build<'scope>(
         scope.peers(),
     );
     let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
+    let at = writers.window_worker;
     let (events, keyed_work) =
-        rows.ordered_windows(plans, Windows::new(plan.clone(), windows, history));
+        rows.ordered_windows(plans, Windows::new(plan.clone(), windows, history), at);
     let (items, stat_deltas) = events
-        .join_keyed(keyed_work.apply_keyed(keyed), plan)
+        .join_keyed(keyed_work.apply_keyed(keyed), plan, at)
         .stamp_versions(plan, job.pinned, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job
@@ -563,6 +569,7 @@ pub fn run(
         let first_here = options.cluster.as_ref().map_or(0, |c| c.process * workers);
         let mut writers = Writers {
             row_writers: Cluster::row_writers(options.cluster.as_ref(), workers),
+            window_worker: workers - 1,
             ..Writers::default()
         };
         if index == first_here {

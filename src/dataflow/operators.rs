@@ -111,11 +111,6 @@ pub enum WindowEvent {
     State(WindowState),
 }
 
-/// The worker where all rows meet for the global windows (worker 0 also runs the sink).
-fn window_worker(peers: usize) -> u64 {
-    peers as u64 - 1
-}
-
 /// Holds rows per epoch until the frontier passes it, then feeds them to the global kernels in
 /// `_row` order. All rows meet on one worker: the default feature key is the whole stream. Keyed
 /// definitions are sent on to their keys' owners as [`KeyedWork`] (see [`super::keyed`]).
@@ -123,10 +118,12 @@ fn window_worker(peers: usize) -> u64 {
 /// `plans` carries newer plans (live versions); one sent at epoch `e` is taken on before the
 /// rows of `e`, so every epoch is computed under one plan.
 pub trait OrderedWindows<'scope> {
+    /// All rows meet on worker `at` (see [`crate::dataflow::Writers::window_worker`]).
     fn ordered_windows(
         self,
         plans: StreamVec<'scope, Epoch, FeaturePlan>,
         windows: Windows,
+        at: usize,
     ) -> (
         StreamVec<'scope, Epoch, WindowEvent>,
         StreamVec<'scope, Epoch, KeyedWork>,
@@ -161,12 +158,13 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
         self,
         plans: StreamVec<'scope, Epoch, FeaturePlan>,
         mut windows: Windows,
+        at: usize,
     ) -> (
         StreamVec<'scope, Epoch, WindowEvent>,
         StreamVec<'scope, Epoch, KeyedWork>,
     ) {
         let peers = self.scope().peers();
-        let to = window_worker(peers);
+        let to = at as u64;
         type Out = Result<WindowEvent, KeyedWork>;
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
             plans,
@@ -288,10 +286,12 @@ impl<'scope> ApplyKeyed<'scope> for StreamVec<'scope, Epoch, KeyedWork> {
 /// While the plan has no keyed definition (`plan`, then the newer plans among the events),
 /// events pass straight through.
 pub trait JoinKeyed<'scope> {
+    /// `at`: the window worker.
     fn join_keyed(
         self,
         keyed: StreamVec<'scope, Epoch, KeyedOut>,
         plan: &FeaturePlan,
+        at: usize,
     ) -> StreamVec<'scope, Epoch, WindowEvent>;
 }
 
@@ -322,8 +322,9 @@ impl<'scope> JoinKeyed<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
         self,
         keyed: StreamVec<'scope, Epoch, KeyedOut>,
         plan: &FeaturePlan,
+        at: usize,
     ) -> StreamVec<'scope, Epoch, WindowEvent> {
-        let to = window_worker(self.scope().peers());
+        let to = at as u64;
         let is_keyed = |plan: &FeaturePlan| plan.definitions().iter().any(|d| d.key.is_some());
         let mut keyed_plan = is_keyed(plan);
         self.binary_frontier::<_, CapacityContainerBuilder<Vec<WindowEvent>>, _, _, _, _>(
@@ -895,8 +896,8 @@ mod tests {
                 let windows: Vec<Window> = defs.iter().map(Window::new).collect();
                 let keyed = KeyedWindows::new(defs, windows.clone(), index, peers);
                 let windows = Windows::new(start, windows, History::new(1_000, true));
-                let (events, work) = rows.ordered_windows(plans, windows);
-                let joined = events.join_keyed(work.apply_keyed(keyed), &plan);
+                let (events, work) = rows.ordered_windows(plans, windows, peers - 1);
+                let joined = events.join_keyed(work.apply_keyed(keyed), &plan, peers - 1);
                 (rows_in, plans_in, joined.capture())
             });
             for (epoch, batches) in epochs.iter().enumerate() {

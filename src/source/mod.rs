@@ -35,6 +35,7 @@ pub struct RawChunk {
     pub first_row: u64,
     /// Source position of each record, when they are not consecutive.
     pub rows: Vec<u64>,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub ends: Vec<u32>,
     /// Records the source already knows to be unreadable, by index.
