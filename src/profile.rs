@@ -26,6 +26,9 @@ pub struct Profile {
     pub log_format: Option<String>,
     /// AWS region for S3 and Glue (`AWS_REGION`).
     pub aws_region: Option<String>,
+    /// Redshift's S3 staging location (`s3://bucket/prefix`) and the IAM role its `COPY` uses.
+    pub s3_staging: Option<String>,
+    pub s3_staging_role: Option<String>,
 }
 
 /// Errors of a profile.
@@ -66,6 +69,8 @@ impl Profile {
             ("RISKFLOW_LOG", &self.log),
             ("RISKFLOW_LOG_FORMAT", &self.log_format),
             ("AWS_REGION", &self.aws_region),
+            ("RISKFLOW_S3_STAGING", &self.s3_staging),
+            ("RISKFLOW_S3_STAGING_ROLE", &self.s3_staging_role),
         ];
         let numbers = [
             ("RISKFLOW_WORKERS", self.workers.map(u64::from)),

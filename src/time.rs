@@ -23,6 +23,18 @@ pub fn rfc3339_from_nanos(nanos: i64) -> String {
     rfc3339((nanos.max(0) / 1_000_000_000) as u64)
 }
 
+/// A nanosecond timestamp as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, as SQL timestamps
+/// keep them).
+pub fn rfc3339_micros(nanos: i64) -> String {
+    let nanos = nanos.max(0);
+    let seconds = rfc3339((nanos / 1_000_000_000) as u64);
+    format!(
+        "{}.{:06}Z",
+        seconds.trim_end_matches('Z'),
+        nanos % 1_000_000_000 / 1_000
+    )
+}
+
 fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

@@ -6,32 +6,33 @@ use crate::common::*;
 use std::process::{Command, Output};
 
 /// The moto server `scripts/test.sh` started; a test that cannot reach one fails, never skips.
-fn moto() -> String {
+pub fn moto() -> String {
     std::env::var("RISKFLOW_TEST_MOTO").expect(
         "RISKFLOW_TEST_MOTO is not set: run the suite with scripts/test.sh, which starts moto \
          (scripts/moto.sh) for it",
     )
 }
 
-const AWS_ENV: [(&str, &str); 4] = [
+pub const AWS_ENV: [(&str, &str); 4] = [
     ("AWS_ACCESS_KEY_ID", "test"),
     ("AWS_SECRET_ACCESS_KEY", "test"),
     ("AWS_REGION", "us-east-1"),
     ("AWS_DEFAULT_REGION", "us-east-1"),
 ];
 
-/// Runs riskflow with the Glue endpoint pointed at moto.
-fn riskflow_glue(args: &[&str]) -> Command {
+/// Runs riskflow with the Glue and S3 endpoints pointed at moto.
+pub fn riskflow_glue(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_riskflow"));
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(args)
         .envs(AWS_ENV)
-        .env("AWS_ENDPOINT_URL_GLUE", moto());
+        .env("AWS_ENDPOINT_URL_GLUE", moto())
+        .env("AWS_ENDPOINT_URL_S3", moto());
     command
 }
 
-fn ok(out: Output) -> String {
+pub fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "riskflow failed:\n{}\n{}",
@@ -43,7 +44,7 @@ fn ok(out: Output) -> String {
 
 /// A Python snippet run against moto with boto3 (the AWS SDK that is not ours); `args` follow
 /// the endpoint as sys.argv[2:].
-fn boto3(script: &str, args: &[&str]) -> String {
+pub fn boto3(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(format!("import boto3, json, sys\n{script}"))

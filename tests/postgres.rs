@@ -3,6 +3,7 @@
 //! SQLite run; runs and streams killed with SIGKILL at random moments resume exactly once; a
 //! database outage mid-stream loses nothing; schema evolution adds columns, comments and views.
 
+use crate::aws::{boto3, moto, ok, riskflow_glue, AWS_ENV};
 use crate::cluster::{cluster_run_args, finish_cluster, hostfile, start_cluster};
 use crate::common::*;
 use crate::kafka::{brokers, fresh_topic, produce, produce_args, stream_args_to};
@@ -728,4 +729,130 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     {
         assert_same(what, e, a);
     }
+}
+
+/// Redshift's `COPY … FROM 's3://…'` in front of the test server (`scripts/redshift-copy-proxy.py`);
+/// returns the proxy and its `redshift://` URL for `url`'s database. Loads are logged to `log`.
+fn redshift_copy_proxy(url: &str, log: &Path) -> (std::process::Child, String) {
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (backend, db) = rest.split_once('/').unwrap();
+    let mut proxy = Command::new("python3")
+        .arg("scripts/redshift-copy-proxy.py")
+        .args(["--backend", backend, "--log", log.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(AWS_ENV)
+        .env("AWS_ENDPOINT_URL_S3", moto())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let proxied = format!("{scheme_user}@127.0.0.1:{}/{db}", port.trim());
+    (proxy, redshift(&proxied))
+}
+
+#[test]
+fn redshift_loads_each_epoch_from_s3_staging_with_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 30_000, "2007-2013", &["--quirks"]);
+    let sqlite = dir.path().join("s.db");
+    run_into(&input, &sqlite_store(&sqlite), &["-w", "2"]);
+    let bucket = format!("staging-{}", std::process::id());
+    boto3(
+        "boto3.client('s3', endpoint_url=sys.argv[1]).create_bucket(Bucket=sys.argv[2])",
+        &[&bucket],
+    );
+    let url = fresh_database(&server(), "s3_staging");
+    let log = dir.path().join("loads.log");
+    let (mut proxy, store) = redshift_copy_proxy(&url, &log);
+    let staging = format!("s3://{bucket}/epochs");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--input",
+            input.to_str().unwrap(),
+            "--store",
+            &store,
+            "--s3-staging",
+            &staging,
+            "-w",
+            "2",
+            "--epoch-rows",
+            "4096",
+            "-q",
+        ];
+        args.extend(extra);
+        riskflow_glue(&args).output().unwrap()
+    };
+
+    // A role that is not an ARN: Redshift refuses the COPY, and the run says so.
+    let refused = run(&["--s3-staging-role", "not-a-role"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("IAM_ROLE"), "{stderr}");
+
+    ok(run(&[]));
+    let loads = std::fs::read_to_string(&log).unwrap();
+    let loaded: Vec<&str> = loads.lines().collect();
+    assert!(loaded.len() > 5, "epochs loaded through S3: {loads}");
+    assert!(
+        loaded
+            .iter()
+            .all(|l| l.contains(&format!("{bucket}/epochs/"))),
+        "{loads}"
+    );
+    let stored: usize = loaded
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(
+        stored as i64,
+        pg_count(&url, "SELECT count(*) FROM loan_features")
+            + pg_count(&url, "SELECT count(*) FROM risk_score_ma50"),
+        "every stored row came through a staged object"
+    );
+    assert_same(
+        "loan_features through S3",
+        &rows(&sqlite, LOAN_FEATURES_SQLITE),
+        &pg_rows(&url, LOAN_FEATURES),
+    );
+    assert_same(
+        "risk_score_ma50 through S3",
+        &rows(
+            &sqlite,
+            "SELECT _row, riskscorema50 FROM risk_score_ma50 ORDER BY _row",
+        ),
+        &pg_rows(
+            &url,
+            "SELECT _row, riskscorema50 FROM risk_score_ma50 ORDER BY _row",
+        ),
+    );
+    // Committed epochs' objects are removed.
+    let left = boto3(
+        "print(boto3.client('s3', endpoint_url=sys.argv[1]).list_objects_v2(Bucket=sys.argv[2]).get('KeyCount'))",
+        &[&bucket],
+    );
+    assert_eq!(left.trim(), "0", "staged objects left behind");
+    // Not a Redshift store: refused.
+    let wrong = riskflow(&[
+        "run",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &url,
+        "--s3-staging",
+        &staging,
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("not a redshift:// store"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    proxy.kill().unwrap();
+    let _ = proxy.wait();
 }

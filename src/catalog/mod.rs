@@ -152,7 +152,9 @@ pub fn open(
     }
     Ok(match store {
         StoreUrl::Sqlite(path) => Box::new(SqliteCatalog::open(path)?),
-        StoreUrl::Server { url, dialect } => Box::new(ServerCatalog::connect(url, dialect.text())?),
+        StoreUrl::Server { url, dialect, .. } => {
+            Box::new(ServerCatalog::connect(url, dialect.text())?)
+        }
         StoreUrl::Csv(_) => return Err(CatalogError::NoCatalog(store.to_string())),
     })
 }

@@ -6,10 +6,12 @@
 
 mod csv;
 mod postgres;
+mod s3_staging;
 mod sqlite;
 
 pub use self::csv::{push_csv_field, CsvSink};
 pub use self::postgres::{Dialect, PostgresSink};
+pub use self::s3_staging::S3Staging;
 pub use self::sqlite::SqliteSink;
 
 use crate::checkpoint::{Checkpoint, Resume};
@@ -318,8 +320,13 @@ pub enum StoreUrl {
     /// directory, one `<table>.csv` per table in it.
     Csv(PathBuf),
     /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (or `postgresql://`), or the same with
-    /// `redshift://` for Redshift's dialect; kept as a `postgres://` URL.
-    Server { url: String, dialect: Dialect },
+    /// `redshift://` for Redshift's dialect; kept as a `postgres://` URL. A Redshift store may
+    /// load its epochs through S3 (`--s3-staging`).
+    Server {
+        url: String,
+        dialect: Dialect,
+        staging: Option<S3Staging>,
+    },
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -335,11 +342,13 @@ impl std::str::FromStr for StoreUrl {
             Ok(StoreUrl::Server {
                 url: s.to_owned(),
                 dialect: Dialect::Postgres,
+                staging: None,
             })
         } else if let Some(rest) = s.strip_prefix("redshift://") {
             Ok(StoreUrl::Server {
                 url: format!("postgres://{rest}"),
                 dialect: Dialect::Redshift,
+                staging: None,
             })
         } else if s.ends_with(".db") || s.ends_with(".sqlite") {
             Ok(StoreUrl::Sqlite(PathBuf::from(s)))
@@ -356,7 +365,7 @@ impl std::fmt::Display for StoreUrl {
         match self {
             StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
             StoreUrl::Csv(p) => write!(f, "csv:{}", p.display()),
-            StoreUrl::Server { url, dialect } => {
+            StoreUrl::Server { url, dialect, .. } => {
                 let shown = self::postgres::shown_url(url);
                 match dialect {
                     Dialect::Postgres => f.write_str(&shown),
@@ -378,6 +387,29 @@ impl StoreUrl {
         matches!(self, StoreUrl::Server { .. })
     }
 
+    /// Loads a Redshift store's epochs through S3 (`COPY … FROM 's3://…'`); refused for any
+    /// other store.
+    pub fn with_s3_staging(self, staging: Option<S3Staging>) -> Result<StoreUrl, String> {
+        match (self, staging) {
+            (store, None) => Ok(store),
+            (
+                StoreUrl::Server {
+                    url,
+                    dialect: Dialect::Redshift,
+                    ..
+                },
+                staging,
+            ) => Ok(StoreUrl::Server {
+                url,
+                dialect: Dialect::Redshift,
+                staging,
+            }),
+            (store, Some(_)) => Err(format!(
+                "--s3-staging is Redshift's bulk path; {store} is not a redshift:// store"
+            )),
+        }
+    }
+
     /// Opens a sink for `table`.
     pub fn open(&self, table: &str) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
@@ -386,9 +418,16 @@ impl StoreUrl {
                 Box::new(CsvSink::create(&path.join(format!("{table}.csv")))?)
             }
             StoreUrl::Csv(path) => Box::new(CsvSink::create(path)?),
-            StoreUrl::Server { url, dialect } => {
-                Box::new(PostgresSink::connect(url, *dialect, table)?)
-            }
+            StoreUrl::Server {
+                url,
+                dialect,
+                staging,
+            } => Box::new(PostgresSink::connect(
+                url,
+                *dialect,
+                table,
+                staging.as_ref(),
+            )?),
         })
     }
 }
@@ -426,6 +465,8 @@ pub enum SinkError {
         #[source]
         error: ::postgres::Error,
     },
+    #[error("S3 staging {staging}: {error}")]
+    Staging { staging: String, error: String },
     #[error("store {store} was unreachable for {after:?}; giving up: {error}")]
     Outage {
         store: String,

@@ -16,6 +16,7 @@
 //! connection (the log says so) until it returns; the write is idempotent, so a commit whose
 //! acknowledgement was lost is simply repeated. Other errors stop the run, naming the table.
 
+use super::s3_staging::{CsvRow, S3Staging, StagedCsv, Uploader};
 use super::{
     checkpoint_json, parse_checkpoint, stat_base, value_at_column, EpochBatch, Sink, SinkError,
     StoredStat,
@@ -84,11 +85,18 @@ pub struct PostgresSink {
     columns: Vec<(String, FeatureDef)>,
     value_at_column: Vec<Vec<Option<usize>>>,
     statements: Statements,
+    /// Redshift through S3: where each epoch's rows are staged for `COPY`.
+    staging: Option<Uploader>,
 }
 
 impl PostgresSink {
-    /// Connects (without touching any table yet).
-    pub fn connect(url: &str, dialect: Dialect, table: &str) -> Result<PostgresSink, SinkError> {
+    /// Connects (without touching any table yet); `staging` loads Redshift's epochs through S3.
+    pub fn connect(
+        url: &str,
+        dialect: Dialect,
+        table: &str,
+        staging: Option<&S3Staging>,
+    ) -> Result<PostgresSink, SinkError> {
         let config: postgres::Config = url.parse().map_err(|error| SinkError::Postgres {
             store: shown_url(url),
             action: "parse the store URL".into(),
@@ -103,6 +111,14 @@ impl PostgresSink {
             columns: Vec::new(),
             value_at_column: Vec::new(),
             statements: Statements::new(),
+            staging: staging
+                .map(|staging| {
+                    Uploader::connect(staging).map_err(|error| SinkError::Staging {
+                        staging: staging.to_string(),
+                        error,
+                    })
+                })
+                .transpose()?,
         };
         sink.client = Some(sink.open_client().map_err(sink.error("connect"))?);
         Ok(sink)
@@ -324,7 +340,11 @@ impl PostgresSink {
 
     /// Writes an epoch in one transaction; an error is retried by the caller when it is about the
     /// connection, not the data.
-    fn try_write(&mut self, batch: &EpochBatch) -> Result<(), postgres::Error> {
+    fn try_write(
+        &mut self,
+        batch: &EpochBatch,
+        staged: Option<&str>,
+    ) -> Result<(), postgres::Error> {
         let now = SystemTime::now();
         let table = self.table.clone();
         let names = self.column_names();
@@ -358,14 +378,25 @@ impl PostgresSink {
                 ))?;
             }
             Dialect::Redshift => {
-                let rows: Vec<RowValues> = batch
-                    .rows()
-                    .map(|row| RowValues::of(row, &value_at_column, now))
-                    .collect();
                 tx.batch_execute(&staging_ddl)?;
-                for chunk in rows.chunks(ROWS_PER_INSERT) {
-                    let into = format!("{table}_staging ({names})");
-                    insert_values(&mut tx, statements, &into, chunk, "")?;
+                match (staged, &self.staging) {
+                    (Some(key), Some(uploader)) => {
+                        tx.batch_execute(&uploader.copy_sql(
+                            &format!("{table}_staging"),
+                            &names,
+                            key,
+                        ))?;
+                    }
+                    _ => {
+                        let rows: Vec<RowValues> = batch
+                            .rows()
+                            .map(|row| RowValues::of(row, &value_at_column, now))
+                            .collect();
+                        for chunk in rows.chunks(ROWS_PER_INSERT) {
+                            let into = format!("{table}_staging ({names})");
+                            insert_values(&mut tx, statements, &into, chunk, "")?;
+                        }
+                    }
                 }
                 // The epoch's rows are a range of `_row`: saying so lets the delete use the
                 // key (PostgreSQL) or the sort key's zone maps (Redshift) instead of a scan.
@@ -385,6 +416,47 @@ impl PostgresSink {
             write_checkpoint(&mut tx, statements, dialect, &table, checkpoint, now)?;
         }
         tx.commit()
+    }
+
+    /// Uploads the epoch's rows for Redshift's `COPY` (with `--s3-staging`); returns the
+    /// object's key.
+    fn stage(&self, batch: &EpochBatch) -> Result<Option<String>, SinkError> {
+        let Some(uploader) = self.staging.as_ref().filter(|_| batch.row_count() > 0) else {
+            return Ok(None);
+        };
+        let failed = |error: String| SinkError::Staging {
+            staging: uploader.location().to_string(),
+            error,
+        };
+        let modified = crate::time::rfc3339_micros(crate::time::now_nanos());
+        let real: Vec<bool> = self
+            .columns
+            .iter()
+            .map(|(_, def)| def.column_type == ColumnType::Real)
+            .collect();
+        let mut csv = StagedCsv::default();
+        let mut features: Vec<(Option<f64>, bool)> = Vec::with_capacity(real.len());
+        for (row, version, values) in batch.rows() {
+            features.clear();
+            features.extend(
+                self.value_at_column[version as usize]
+                    .iter()
+                    .zip(&real)
+                    .map(|(at, &real)| (at.and_then(|i| values[i]), real)),
+            );
+            csv.push(&CsvRow {
+                row,
+                version,
+                features: &features,
+                modified: &modified,
+            })
+            .map_err(|e| failed(e.to_string()))?;
+        }
+        let body = csv.finish().map_err(|e| failed(e.to_string()))?;
+        uploader
+            .put(&self.table, batch.epoch, body)
+            .map(Some)
+            .map_err(failed)
     }
 
     fn copy_types(&self) -> Vec<Type> {
@@ -498,10 +570,16 @@ impl Sink for PostgresSink {
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
+        let staged = self.stage(batch)?;
         loop {
             let error = match self.client() {
-                Ok(_) => match self.try_write(batch) {
-                    Ok(()) => return Ok(()),
+                Ok(_) => match self.try_write(batch, staged.as_deref()) {
+                    Ok(()) => {
+                        if let (Some(key), Some(uploader)) = (&staged, &self.staging) {
+                            uploader.delete(key);
+                        }
+                        return Ok(());
+                    }
                     Err(error) => {
                         let reconnect = is_retriable(&error);
                         if reconnect {
@@ -515,6 +593,9 @@ impl Sink for PostgresSink {
             };
             let (message, retriable, source) = error;
             if !retriable || started.elapsed() > RETRY_FOR {
+                if let (Some(key), Some(uploader)) = (&staged, &self.staging) {
+                    uploader.delete(key);
+                }
                 return Err(match source {
                     Some(error) => self
                         .error(format!("write epoch {} into {}", batch.epoch, self.table))(
