@@ -479,23 +479,24 @@ fn count_or_zero(db: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap_or(0)
 }
 
+/// 12,000 rows of 2008 (long enough, at a producer rate of 4,000 rows/s, to register versions
+/// while a stream is still in them), then 20,000 rows of 2009-2013.
+pub fn live_versions_input(dir: &Path) -> std::path::PathBuf {
+    let early = generate(dir, "early.csv", 12_000, "2008-2008", &[]);
+    let late = generate(dir, "late.csv", 20_000, "2009-2013", &["--seed", "9"]);
+    let input = dir.join("live.csv");
+    let late_text = std::fs::read_to_string(&late).unwrap();
+    let late_rows = late_text.split_once('\n').unwrap().1;
+    std::fs::write(&input, std::fs::read_to_string(&early).unwrap() + late_rows).unwrap();
+    input
+}
+
 #[test]
 fn versions_registered_while_a_stream_runs_apply_from_their_dates_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // 2008 first, long enough (at the producer's rate) to register versions 1 and 2 while the
     // stream is still in it; then 2009-2013.
-    let early = generate(dir.path(), "early.csv", 12_000, "2008-2008", &[]);
-    let late = generate(
-        dir.path(),
-        "late.csv",
-        20_000,
-        "2009-2013",
-        &["--seed", "9"],
-    );
-    let input = dir.path().join("in.csv");
-    let late_text = std::fs::read_to_string(&late).unwrap();
-    let late_rows = late_text.split_once('\n').unwrap().1;
-    std::fs::write(&input, std::fs::read_to_string(&early).unwrap() + late_rows).unwrap();
+    let input = live_versions_input(dir.path());
 
     // The stream starts with version 0 only.
     let version_0 = "table = \"loan_features\"\n[[versions]]\nid = 0\napplies_from = \"2007-01-01\"\nfeatures = { ma50 = \"sma(50)\" }\n";

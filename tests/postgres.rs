@@ -6,7 +6,9 @@
 use crate::aws::{boto3, moto, ok, riskflow_glue, AWS_ENV};
 use crate::cluster::{cluster_run_args, finish_cluster, hostfile, start_cluster};
 use crate::common::*;
-use crate::kafka::{brokers, fresh_topic, produce, produce_args, stream_args_to};
+use crate::kafka::{
+    brokers, fresh_topic, live_versions_input, produce, produce_args, stream_args_to,
+};
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 use rusqlite::types::Value;
@@ -624,18 +626,7 @@ fn every_process_of_a_cluster_writes_its_own_rows_into_a_shared_store() {
     // From Kafka, with versions 1 and 2 registered while the cluster streams (in 2008, which
     // the producer's rate makes last a few seconds): process 0 adds `ma100` to the store before
     // any process writes a row that has it.
-    let early = generate(dir.path(), "early.csv", 12_000, "2008-2008", &[]);
-    let late = generate(
-        dir.path(),
-        "late.csv",
-        20_000,
-        "2009-2013",
-        &["--seed", "9"],
-    );
-    let input = dir.path().join("live.csv");
-    let late_text = std::fs::read_to_string(&late).unwrap();
-    let late_rows = late_text.split_once('\n').unwrap().1;
-    std::fs::write(&input, std::fs::read_to_string(&early).unwrap() + late_rows).unwrap();
+    let input = live_versions_input(dir.path());
     let sqlite = dir.path().join("live.db");
     run_features(&input, &sqlite_store(&sqlite));
     let version_0 = "table = \"loan_features\"\n[[versions]]\nid = 0\napplies_from = \"2007-01-01\"\nfeatures = { ma50 = \"sma(50)\" }\n";

@@ -20,6 +20,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::{Capability, InputCapability, Operator};
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 
 /// Epochs are the timestamps of the whole graph.
 pub type Epoch = u64;
@@ -638,6 +639,14 @@ struct Committing {
 }
 
 impl Committing {
+    /// A writer thread for `sink` (none without a sink: the worker writes nothing).
+    fn start(sink: Option<Box<dyn Sink>>, state: &Arc<RunState>, wake: SyncActivator) -> Self {
+        Committing {
+            writer: sink.map(|sink| StoreWriter::start(sink, Arc::clone(state), wake)),
+            writing: VecDeque::new(),
+        }
+    }
+
     fn write(&mut self, batch: EpochBatch, cap: Capability<Epoch>) {
         if let Some(writer) = &self.writer {
             self.writing.push_back((batch.epoch, cap));
@@ -696,10 +705,7 @@ impl<'scope> WriteToStore<'scope> for StreamVec<'scope, Epoch, SinkItem> {
             move |_, info| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
                 let has_sink = sink.is_some();
-                let mut store = Committing {
-                    writer: sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake)),
-                    writing: VecDeque::new(),
-                };
+                let mut store = Committing::start(sink, &state, wake);
                 let mut pending: BTreeMap<Epoch, Gathering> = BTreeMap::new();
                 move |(input, frontier), (committed, elsewhere), output| {
                     let port = output.output_index();
@@ -788,10 +794,7 @@ impl<'scope> WriteRows<'scope> for StreamVec<'scope, Epoch, SinkItem> {
             move |_, info| {
                 let wake = scope.worker().sync_activator_for(info.address.to_vec());
                 let has_sink = sink.is_some();
-                let mut store = Committing {
-                    writer: sink.map(|sink| StoreWriter::start(sink, Arc::clone(&state), wake)),
-                    writing: VecDeque::new(),
-                };
+                let mut store = Committing::start(sink, &state, wake);
                 let mut pending: BTreeMap<Epoch, Gathering> = BTreeMap::new();
                 move |(input, frontier), output| {
                     let port = output.output_index();
