@@ -257,9 +257,17 @@ impl KafkaSource {
                 state.complete |= marker.complete;
                 if self.options.format == MessageFormat::Riskflow {
                     state.epoch = state.epoch.max(marker.epoch + 1);
+                    // A stream that stops after committing the final marker's epoch but before
+                    // exiting resumes *at* that marker, so that a restart with --until-complete
+                    // sees it again (it carries no rows) rather than wait for one forever.
+                    let resume_at = if marker.complete {
+                        message.offset
+                    } else {
+                        message.offset + 1
+                    };
                     state
                         .closes
-                        .push_back((marker.epoch, message.offset + 1, state.last_row));
+                        .push_back((marker.epoch, resume_at, state.last_row));
                 }
                 continue;
             }
@@ -378,7 +386,11 @@ impl KafkaSource {
             while state.closes.front().is_some_and(|(e, _, _)| *e < frontier) {
                 last = state.closes.pop_front().map(|(_, o, _)| o);
             }
-            if let Some(offset) = last {
+            if let Some(mut offset) = last {
+                // The group's offset passes the final marker (the checkpoint resumes at it).
+                if state.complete && state.closes.is_empty() {
+                    offset += 1;
+                }
                 let _ =
                     offsets.add_partition_offset(&self.options.topic, p, Offset::Offset(offset));
             }
