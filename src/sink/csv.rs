@@ -62,17 +62,22 @@ pub fn push_csv_field(line: &mut Vec<u8>, field: &[u8]) {
         .iter()
         .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
     {
-        line.push(b'"');
-        for &b in field {
-            if b == b'"' {
-                line.push(b'"');
-            }
-            line.push(b);
-        }
-        line.push(b'"');
+        push_quoted_csv_field(line, field);
     } else {
         line.extend_from_slice(field);
     }
+}
+
+/// Appends `field` in quotes, its quotes doubled.
+pub fn push_quoted_csv_field(line: &mut Vec<u8>, field: &[u8]) {
+    line.push(b'"');
+    for &b in field {
+        if b == b'"' {
+            line.push(b'"');
+        }
+        line.push(b);
+    }
+    line.push(b'"');
 }
 
 /// Appends a number as its shortest round-trip form (`1000.0`, `648.75`), or nothing for null.

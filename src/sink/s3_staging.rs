@@ -7,8 +7,8 @@
 //! cluster (`--s3-staging-role arn:aws:iam::…:role/…`), or else the access keys riskflow itself
 //! uploads with (from the standard AWS chain).
 
-use crate::record::RowRef;
-use crate::record::TextField;
+use super::csv::push_quoted_csv_field;
+use crate::record::{RowRef, TextField};
 use crate::source::s3::parse_url;
 use flate2::write::GzEncoder;
 use std::io::Write;
@@ -207,15 +207,10 @@ impl StagedCsv {
             Some(v) => line.extend_from_slice(ryu::Buffer::new().format(v).as_bytes()),
             None => line.extend_from_slice(b"\\N"),
         };
+        // Always quoted: an unquoted `\N` would read as NULL.
         let text = |line: &mut Vec<u8>, field: TextField| {
-            line.push(b'"');
-            for &byte in row.row.text_bytes(field) {
-                if byte == b'"' {
-                    line.push(b'"');
-                }
-                line.push(byte);
-            }
-            line.extend_from_slice(b"\",");
+            push_quoted_csv_field(line, row.row.text_bytes(field));
+            line.push(b',');
         };
         number(line, loan.amount_requested);
         line.push(b',');
