@@ -23,8 +23,7 @@ pub struct SqliteCatalog {
 
 impl SqliteCatalog {
     pub fn open(path: &Path) -> Result<SqliteCatalog, CatalogError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let conn = crate::sink::open_sqlite_store(path)?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteCatalog { conn })
     }

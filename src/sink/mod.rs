@@ -8,11 +8,12 @@ mod csv;
 mod postgres;
 mod s3_staging;
 mod sqlite;
+mod sqlite_insert;
 
 pub use self::csv::{push_csv_field, CsvSink};
 pub use self::postgres::{Dialect, PostgresSink};
 pub use self::s3_staging::S3Staging;
-pub use self::sqlite::SqliteSink;
+pub use self::sqlite::{open_store as open_sqlite_store, SqliteSink};
 
 use crate::checkpoint::{Checkpoint, Resume};
 use crate::dataflow::{StatDelta, StatKey};
