@@ -234,6 +234,15 @@ fn both_dialects_equal_postgres_window_functions_and_the_sqlite_run() {
             before == store_tables(&url),
             "{dialect}: a rerun changed the store"
         );
+        // The same records from another file (another source, so no checkpoint to resume
+        // from) are each stored once: every epoch meets the keys it brings.
+        let copy = dir.path().join("same-records.csv");
+        std::fs::copy(&input, &copy).unwrap();
+        run_into(&copy, &store, &["-w", "2", "--epoch-rows", "4096"]);
+        assert!(
+            before == store_tables(&url),
+            "{dialect}: the same records from another source changed the store"
+        );
     }
 }
 
