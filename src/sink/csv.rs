@@ -2,7 +2,7 @@
 //! `<file>.dead_letter.csv` beside it. Rows are written in epoch order, so the file is the same
 //! byte for byte whatever the worker count (it carries no wall-clock column).
 
-use super::{value_at_column, EpochBatch, Sink, SinkError};
+use super::{value_at_column, EpochBatch, Sink, SinkError, StoredRow};
 use crate::plan::FeaturePlan;
 use crate::record::{TextField, BASE_COLUMNS};
 use std::fs::File;
@@ -97,6 +97,57 @@ fn push_number(
     }
 }
 
+/// Rows per formatting thread at least: below that, a thread costs more than it saves.
+const ROWS_PER_PART: usize = 4096;
+
+/// How many threads format an epoch's rows (the cores, up to four: writing the text out is
+/// one thread's work and would not keep up with more).
+fn formatting_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Appends `rows` as CSV lines (`value_at_column`: per version, per feature column, which of
+/// the row's values goes there).
+fn format_rows(value_at_column: &[Vec<Option<usize>>], rows: &[StoredRow<'_>], text: &mut Vec<u8>) {
+    let mut numbers = ryu::Buffer::new();
+    let mut integers = itoa::Buffer::new();
+    let mut date = [0u8; 10];
+    for &(loan, version, values) in rows {
+        let line = &mut *text;
+        push_number(line, loan.amount_requested, &mut numbers, &mut integers);
+        line.push(b',');
+        line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
+        line.push(b',');
+        push_csv_field(line, loan.text_bytes(TextField::LoanTitle));
+        line.push(b',');
+        push_number(line, loan.risk_score, &mut numbers, &mut integers);
+        for field in [
+            TextField::DebtToIncomeRatio,
+            TextField::ZipCode,
+            TextField::State,
+            TextField::EmploymentLength,
+            TextField::PolicyCode,
+        ] {
+            line.push(b',');
+            push_csv_field(line, loan.text_bytes(field));
+        }
+        for value_index in &value_at_column[version as usize] {
+            line.push(b',');
+            push_number(
+                line,
+                value_index.and_then(|v| values[v]),
+                &mut numbers,
+                &mut integers,
+            );
+        }
+        line.push(b',');
+        line.extend_from_slice(integers.format(loan.row).as_bytes());
+        line.push(b',');
+        line.extend_from_slice(integers.format(version).as_bytes());
+        line.push(b'\n');
+    }
+}
+
 impl Sink for CsvSink {
     fn prepare(&mut self, plan: &FeaturePlan) -> Result<(), SinkError> {
         let columns = plan.columns();
@@ -129,49 +180,37 @@ impl Sink for CsvSink {
     }
 
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
-        let mut numbers = ryu::Buffer::new();
-        let mut integers = itoa::Buffer::new();
-        let mut date = [0u8; 10];
-        for (loan, version, values) in batch.rows() {
-            let line = &mut self.buffer;
-            push_number(line, loan.amount_requested, &mut numbers, &mut integers);
-            line.push(b',');
-            line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
-            line.push(b',');
-            push_csv_field(line, loan.text_bytes(TextField::LoanTitle));
-            line.push(b',');
-            push_number(line, loan.risk_score, &mut numbers, &mut integers);
-            for field in [
-                TextField::DebtToIncomeRatio,
-                TextField::ZipCode,
-                TextField::State,
-                TextField::EmploymentLength,
-                TextField::PolicyCode,
-            ] {
-                line.push(b',');
-                push_csv_field(line, loan.text_bytes(field));
+        let rows: Vec<StoredRow<'_>> = batch.rows().collect();
+        let parts = formatting_threads()
+            .min(rows.len().div_ceil(ROWS_PER_PART))
+            .max(1);
+        let part_rows = rows.len().div_ceil(parts).max(1);
+        let value_at_column = &self.value_at_column;
+        let mut parts = rows.chunks(part_rows);
+        let first = parts.next().unwrap_or_default();
+        std::thread::scope(|scope| {
+            let rest: Vec<_> = parts
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut text = Vec::with_capacity(part.len() * 128);
+                        format_rows(value_at_column, part, &mut text);
+                        text
+                    })
+                })
+                .collect();
+            format_rows(value_at_column, first, &mut self.buffer);
+            for part in rest {
+                let text = part.join().expect("formatting rows does not panic");
+                self.buffer.extend_from_slice(&text);
             }
-            for value_index in &self.value_at_column[version as usize] {
-                line.push(b',');
-                push_number(
-                    line,
-                    value_index.and_then(|v| values[v]),
-                    &mut numbers,
-                    &mut integers,
-                );
-            }
-            line.push(b',');
-            line.extend_from_slice(integers.format(loan.row).as_bytes());
-            line.push(b',');
-            line.extend_from_slice(integers.format(version).as_bytes());
-            line.push(b'\n');
-        }
+        });
         if self.buffer.len() >= FLUSH_BYTES {
             self.rows
                 .write_all(&self.buffer)
                 .map_err(Self::io(&self.path))?;
             self.buffer.clear();
         }
+        let mut integers = itoa::Buffer::new();
         let mut line = Vec::new();
         for dead in &batch.dead_letters {
             line.clear();
