@@ -5,7 +5,6 @@
 use crate::common::*;
 use crate::kafka::{assert_tables_equal, brokers, fresh_topic, produce, stored};
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// A hostfile with `processes` free loopback ports.
@@ -22,7 +21,7 @@ pub fn hostfile(dir: &Path, processes: usize) -> String {
 }
 
 /// Starts every process of a cluster running `args` (`-n`, `-p`, `--hostfile` added).
-pub fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Child> {
+pub fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Running> {
     (0..processes)
         .map(|p| {
             let mut all = args.to_vec();
@@ -43,7 +42,7 @@ pub fn start_cluster(args: &[String], processes: usize, hosts: &str) -> Vec<Chil
 }
 
 /// Waits for every process; fails with their stderr if one fails. Returns their outputs.
-pub fn finish_cluster(children: Vec<Child>) -> Vec<String> {
+pub fn finish_cluster(children: Vec<Running>) -> Vec<String> {
     children
         .into_iter()
         .enumerate()

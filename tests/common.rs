@@ -153,20 +153,65 @@ pub fn table_rows(db: &Path, table: &str, order: &str) -> Vec<Vec<Value>> {
     )
 }
 
+/// A child process that a failing test does not leave behind: dropped before it was waited
+/// for (a panic on the way), it is killed.
+pub struct Running(Option<Child>);
+
+impl Running {
+    pub fn new(child: Child) -> Running {
+        Running(Some(child))
+    }
+
+    /// The child, no longer killed on drop.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("present until taken")
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("present until taken")
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("present until taken")
+    }
+}
+
+impl From<Running> for Child {
+    fn from(running: Running) -> Child {
+        running.into_inner()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts the riskflow binary with `args` (from the repository root), capturing its output.
-pub fn spawn_riskflow(args: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_riskflow"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the riskflow binary starts")
+pub fn spawn_riskflow(args: &[String]) -> Running {
+    Running::new(
+        Command::new(env!("CARGO_BIN_EXE_riskflow"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the riskflow binary starts"),
+    )
 }
 
 /// Waits for a child to exit; returns (success, stdout, stderr).
-pub fn finish(child: Child) -> (bool, String, String) {
-    let out = child.wait_with_output().unwrap();
+pub fn finish(child: impl Into<Child>) -> (bool, String, String) {
+    let out = child.into().wait_with_output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -733,18 +733,20 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
 
 /// Redshift's `COPY … FROM 's3://…'` in front of the test server (`scripts/redshift-copy-proxy.py`);
 /// returns the proxy and its `redshift://` URL for `url`'s database. Loads are logged to `log`.
-fn redshift_copy_proxy(url: &str, log: &Path) -> (std::process::Child, String) {
+fn redshift_copy_proxy(url: &str, log: &Path) -> (Running, String) {
     let (scheme_user, rest) = url.split_once('@').unwrap();
     let (backend, db) = rest.split_once('/').unwrap();
-    let mut proxy = Command::new("python3")
-        .arg("scripts/redshift-copy-proxy.py")
-        .args(["--backend", backend, "--log", log.to_str().unwrap()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .envs(AWS_ENV)
-        .env("AWS_ENDPOINT_URL_S3", moto())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut proxy = Running::new(
+        Command::new("python3")
+            .arg("scripts/redshift-copy-proxy.py")
+            .args(["--backend", backend, "--log", log.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .envs(AWS_ENV)
+            .env("AWS_ENDPOINT_URL_S3", moto())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut port = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
@@ -768,7 +770,7 @@ fn redshift_loads_each_epoch_from_s3_staging_with_copy() {
     );
     let url = fresh_database(&server(), "s3_staging");
     let log = dir.path().join("loads.log");
-    let (mut proxy, store) = redshift_copy_proxy(&url, &log);
+    let (proxy, store) = redshift_copy_proxy(&url, &log);
     let staging = format!("s3://{bucket}/epochs");
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -853,6 +855,5 @@ fn redshift_loads_each_epoch_from_s3_staging_with_copy() {
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
     );
-    proxy.kill().unwrap();
-    let _ = proxy.wait();
+    drop(proxy); // stops it
 }
