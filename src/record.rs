@@ -216,6 +216,15 @@ impl TextField {
         TextField::PolicyCode,
     ];
 
+    /// The text columns that follow `risk_score`, in column order.
+    pub const AFTER_RISK_SCORE: [TextField; 5] = [
+        TextField::DebtToIncomeRatio,
+        TextField::ZipCode,
+        TextField::State,
+        TextField::EmploymentLength,
+        TextField::PolicyCode,
+    ];
+
     /// The column's name in the store (`state`, `zip_code`, …).
     pub fn column(self) -> &'static str {
         match self {

@@ -121,13 +121,7 @@ fn format_rows(value_at_column: &[Vec<Option<usize>>], rows: &[StoredRow<'_>], t
         push_csv_field(line, loan.text_bytes(TextField::LoanTitle));
         line.push(b',');
         push_number(line, loan.risk_score, &mut numbers, &mut integers);
-        for field in [
-            TextField::DebtToIncomeRatio,
-            TextField::ZipCode,
-            TextField::State,
-            TextField::EmploymentLength,
-            TextField::PolicyCode,
-        ] {
+        for field in TextField::AFTER_RISK_SCORE {
             line.push(b',');
             push_csv_field(line, loan.text_bytes(field));
         }

@@ -220,13 +220,7 @@ impl StagedCsv {
         text(line, TextField::LoanTitle);
         number(line, loan.risk_score);
         line.push(b',');
-        for field in [
-            TextField::DebtToIncomeRatio,
-            TextField::ZipCode,
-            TextField::State,
-            TextField::EmploymentLength,
-            TextField::PolicyCode,
-        ] {
+        for field in TextField::AFTER_RISK_SCORE {
             text(line, field);
         }
         for &(value, real) in row.features {

@@ -315,13 +315,7 @@ impl SqliteSink {
         b.text(iso_date);
         b.text(loan.text_bytes(TextField::LoanTitle));
         b.real(loan.risk_score);
-        for field in [
-            TextField::DebtToIncomeRatio,
-            TextField::ZipCode,
-            TextField::State,
-            TextField::EmploymentLength,
-            TextField::PolicyCode,
-        ] {
+        for field in TextField::AFTER_RISK_SCORE {
             b.text(loan.text_bytes(field));
         }
         for value_index in &self.value_at_column[*version as usize] {
