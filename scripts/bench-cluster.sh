@@ -38,10 +38,8 @@ timed "1 process x 1 worker" "$run --store csv:$dir/c11.csv -w 1"
 timed "1 process x 2 workers" "$run --store csv:$dir/c12.csv -w 2"
 hosts="$dir/hosts"
 printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$(free_port)" "$(free_port)" >"$hosts"
-# Process 0 starts first: it listens, and process 1 connects to it (a connection refused costs
-# timely a 1 s retry, which is start-up, not throughput).
 timed "2 processes x 1 worker (loopback)" \
-    "$run --store csv:$dir/c21.csv -w 1 -n 2 -p 0 --hostfile $hosts & sleep 0.1; $run --store csv:$dir/c21.csv -w 1 -n 2 -p 1 --hostfile $hosts; wait"
+    "$run --store csv:$dir/c21.csv -w 1 -n 2 -p 0 --hostfile $hosts & $run --store csv:$dir/c21.csv -w 1 -n 2 -p 1 --hostfile $hosts; wait"
 
 echo "riskflow backfill --version 2 --years 2008-2011 -> SQLite holding the run's versions"
 db="$dir/backfill.db"

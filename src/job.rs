@@ -307,6 +307,10 @@ fn follow_leader(
             resume: None,
             pinned: dataflow.pinned,
         };
+        if matches!(store, StoreUrl::Csv(_)) {
+            // Process 0's file: nothing to resume from, and opening it here would truncate it.
+            return Ok((job, None));
+        }
         let mut sink = store.open(table)?;
         read_resume(&mut job, &mut *sink, history_rows)?;
         if !store.is_shared() {

@@ -180,3 +180,47 @@ fn a_dead_process_stops_the_others_and_a_restarted_cluster_completes_exactly_onc
         0
     );
 }
+
+#[test]
+fn processes_started_with_different_settings_refuse_to_form_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 2_000, "2007-2013", &[]);
+    let hosts = hostfile(dir.path(), 2);
+    let process = |p: &str, workers: u32| {
+        let mut args = cluster_run_args(&input, &sqlite_store(&dir.path().join("x.db")), workers);
+        args.extend(["-n", "2", "-p", p, "--hostfile", &hosts].map(String::from));
+        spawn_riskflow(&args)
+    };
+    let (zero, one) = (process("0", 1), process("1", 2));
+    for (p, child) in [zero, one].into_iter().enumerate() {
+        let (ok, _, stderr) = finish(child);
+        assert!(!ok, "process {p} ran in a cluster of mismatched processes");
+        assert!(
+            stderr.contains("every process of a cluster needs the same -n and -w"),
+            "process {p}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn only_process_0_creates_a_csv_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 5_000, "2007-2013", &[]);
+    let hosts = hostfile(dir.path(), 2);
+    let (mine, elsewhere) = (dir.path().join("p0.csv"), dir.path().join("p1.csv"));
+    let children = [&mine, &elsewhere]
+        .into_iter()
+        .enumerate()
+        .map(|(p, out)| {
+            let mut args = cluster_run_args(&input, &format!("csv:{}", out.display()), 1);
+            args.extend(["-n", "2", "-p", &p.to_string(), "--hostfile", &hosts].map(String::from));
+            spawn_riskflow(&args)
+        })
+        .collect();
+    finish_cluster(children);
+    assert!(std::fs::metadata(&mine).unwrap().len() > 0);
+    assert!(
+        !elsewhere.exists(),
+        "process 1 created the CSV export at its own path"
+    );
+}

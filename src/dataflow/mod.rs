@@ -23,12 +23,14 @@
 //! buffer ([`LoanBatch`]); the store is written by a thread of its own (`writer`), and the sink
 //! operator holds each epoch's capability until that thread has committed it.
 
+mod cluster;
 pub mod keyed;
 mod operators;
 mod stats;
 pub mod windows;
 mod writer;
 
+pub use cluster::Cluster;
 pub use keyed::KeyedWindows;
 pub use operators::{
     ApplyKeyed, Epoch, JoinKeyed, OrderedWindows, ParseRecords, SinkItem, StampVersions,
@@ -105,108 +107,6 @@ pub struct EngineOptions {
     pub history_rows: usize,
     /// Run as one process of several (cluster mode); `None` runs alone.
     pub cluster: Option<Cluster>,
-}
-
-/// This process's place in a cluster: one timely computation over every process's workers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cluster {
-    /// This process's index (0 holds worker 0: the store writer and a file source).
-    pub process: usize,
-    /// `host:port` of every process, process 0 first.
-    pub addresses: Vec<String>,
-    /// Every process writes its own rows (the store is a server all of them reach); otherwise
-    /// process 0 writes them all (a file store lives on one host).
-    pub every_process_writes: bool,
-}
-
-impl Cluster {
-    /// The first `processes` lines of a hostfile (`host:port` per line; blank lines and `#`
-    /// comments ignored).
-    pub fn from_hostfile(text: &str, processes: usize, process: usize) -> Result<Cluster, String> {
-        let addresses: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .take(processes)
-            .map(str::to_owned)
-            .collect();
-        if addresses.len() < processes {
-            return Err(format!(
-                "the hostfile lists {} process(es) but -n is {processes}",
-                addresses.len()
-            ));
-        }
-        if process >= processes {
-            return Err(format!(
-                "-p {process} is not a process of -n {processes} (0..{processes})"
-            ));
-        }
-        if let Some(bad) = addresses.iter().find(|a| {
-            a.rsplit_once(':')
-                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-        }) {
-            return Err(format!("hostfile line `{bad}` is not host:port"));
-        }
-        Ok(Cluster {
-            process,
-            addresses,
-            every_process_writes: false,
-        })
-    }
-
-    /// Whether this process holds worker 0 (it writes the store's checkpoints).
-    pub fn leads(cluster: Option<&Cluster>) -> bool {
-        cluster.is_none_or(|c| c.process == 0)
-    }
-
-    /// The workers that write rows, given `workers` per process: the first of every process
-    /// when every process writes, else worker 0 alone.
-    fn row_writers(cluster: Option<&Cluster>, workers: usize) -> Vec<usize> {
-        match cluster {
-            Some(c) if c.every_process_writes => {
-                (0..c.addresses.len()).map(|p| p * workers).collect()
-            }
-            _ => vec![0],
-        }
-    }
-
-    fn config(&self, threads: usize) -> timely::Config {
-        timely::Config {
-            communication: timely::CommunicationConfig::Cluster {
-                threads,
-                process: self.process,
-                addresses: self.addresses.clone(),
-                report: false,
-                zerocopy: false,
-            },
-            worker: timely::WorkerConfig::default(),
-        }
-    }
-}
-
-/// When a peer process goes away, timely's network threads panic with a message starting
-/// "timely communication error"; turn that into a clear error and a prompt exit rather than a
-/// hung or half-stopped process. Nothing partial is committed: every epoch is one transaction.
-fn exit_when_a_peer_fails() {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let message = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if message.starts_with("timely communication error") {
-                eprintln!(
-                    "error: a process of the cluster went away ({message}); stopping. The store holds whole epochs only: restart every process to resume from its last checkpoint."
-                );
-                std::process::exit(3);
-            }
-            previous(info);
-        }));
-    });
 }
 
 /// A newer plan offered to a running dataflow (by the catalog watcher); worker 0 sends it into
@@ -553,15 +453,18 @@ pub fn run(
     let job = job.clone();
     let shared = Arc::clone(&state);
     let workers = options.workers.max(1);
-    let config = match &options.cluster {
+    let (allocators, network) = match &options.cluster {
         Some(cluster) => {
-            exit_when_a_peer_fails();
-            cluster.config(workers)
+            cluster::exit_when_a_peer_fails();
+            cluster.allocators(workers).map_err(RunError::Engine)?
         }
-        None => timely::Config::process(workers),
+        None => timely::CommunicationConfig::Process(workers)
+            .try_build()
+            .map_err(RunError::Engine)?,
     };
     let clustered = options.cluster.is_some();
-    let guards = timely::execute(config, move |worker| {
+    let worker_config = timely::WorkerConfig::default();
+    let guards = timely::execute::execute_from(allocators, network, worker_config, move |worker| {
         let state = Arc::clone(&shared);
         let (index, peers) = (worker.index(), worker.peers());
         // This process's sink goes to its first worker: worker 0 writes checkpoints; the first
