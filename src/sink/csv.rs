@@ -13,13 +13,16 @@ pub struct CsvSink {
     path: PathBuf,
     dead_path: PathBuf,
     rows: File,
-    /// Rows are formatted straight into this buffer, written out past `FLUSH_BYTES`.
+    /// Rows are formatted straight into this buffer, written out past `FLUSH_BYTES` (or before
+    /// the parts other threads formatted, which are written as they are).
     buffer: Vec<u8>,
     dead: BufWriter<File>,
     /// Per version, per feature column: which of the row's values goes there.
     value_at_column: Vec<Vec<Option<usize>>>,
     /// The feature columns of the header.
     columns: Vec<String>,
+    /// How many threads format an epoch's rows (see [`formatting_threads`]).
+    threads: usize,
 }
 
 const FLUSH_BYTES: usize = 1 << 20;
@@ -45,6 +48,7 @@ impl CsvSink {
             dead_path,
             value_at_column: Vec::new(),
             columns: Vec::new(),
+            threads: formatting_threads(),
         })
     }
 
@@ -175,29 +179,35 @@ impl Sink for CsvSink {
 
     fn write_epoch(&mut self, batch: &EpochBatch) -> Result<(), SinkError> {
         let rows: Vec<StoredRow<'_>> = batch.rows().collect();
-        let parts = formatting_threads()
-            .min(rows.len().div_ceil(ROWS_PER_PART))
-            .max(1);
+        let parts = self.threads.min(rows.len().div_ceil(ROWS_PER_PART)).max(1);
         let part_rows = rows.len().div_ceil(parts).max(1);
         let value_at_column = &self.value_at_column;
         let mut parts = rows.chunks(part_rows);
         let first = parts.next().unwrap_or_default();
+        let (buffer, file) = (&mut self.buffer, &mut self.rows);
         std::thread::scope(|scope| {
             let rest: Vec<_> = parts
                 .map(|part| {
                     scope.spawn(move || {
-                        let mut text = Vec::with_capacity(part.len() * 128);
+                        let mut text = Vec::with_capacity(part.len() * 160);
                         format_rows(value_at_column, part, &mut text);
                         text
                     })
                 })
                 .collect();
-            format_rows(value_at_column, first, &mut self.buffer);
+            format_rows(value_at_column, first, buffer);
+            // The other parts go straight to the file after the buffer (no copy into it).
             for part in rest {
                 let text = part.join().expect("formatting rows does not panic");
-                self.buffer.extend_from_slice(&text);
+                if !buffer.is_empty() {
+                    file.write_all(buffer)?;
+                    buffer.clear();
+                }
+                file.write_all(&text)?;
             }
-        });
+            Ok(())
+        })
+        .map_err(Self::io(&self.path))?;
         if self.buffer.len() >= FLUSH_BYTES {
             self.rows
                 .write_all(&self.buffer)
