@@ -508,10 +508,11 @@ fn stamp(
             state.add_read(0, 1);
             continue;
         };
-        let values: FeatureValues = slots[version.id as usize]
-            .iter()
-            .map(|&s| row_values[s])
-            .collect();
+        // Pushed one by one: `collect` into a SmallVec is an out-of-line call per row.
+        let mut values = FeatureValues::new();
+        for &slot in &slots[version.id as usize] {
+            values.push(row_values[slot]);
+        }
         let columns = std::iter::once(loan.risk_score).chain(values.iter().copied());
         sums.add(version.id, loan.application_date, columns);
         rows.rows[kept] = loan;

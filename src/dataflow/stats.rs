@@ -33,7 +33,7 @@ impl StatDelta {
             Some(v) => StatDelta {
                 rows: 1,
                 nulls: 0,
-                sum_micros: (v * MICROS).round() as i128,
+                sum_micros: round_to_integer(v * MICROS),
             },
             None => StatDelta {
                 rows: 1,
@@ -47,6 +47,19 @@ impl StatDelta {
     pub fn mean(&self) -> Option<f64> {
         let values = self.rows - self.nulls;
         (values > 0).then(|| self.sum_micros as f64 / MICROS / values as f64)
+    }
+}
+
+/// `x.round() as i128` (halves away from zero), without the library calls that costs: below
+/// 2^52 in magnitude the fraction `x - trunc(x)` is exact, and from there on `x` is whole.
+#[inline]
+fn round_to_integer(x: f64) -> i128 {
+    if x.abs() < 4_503_599_627_370_496.0 {
+        let whole = x as i64;
+        let fraction = x - whole as f64;
+        i128::from(whole + i64::from(fraction >= 0.5) - i64::from(fraction <= -0.5))
+    } else {
+        x as i128
     }
 }
 
@@ -109,6 +122,46 @@ impl StatSums {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_equals_the_library_round() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+        ];
+        values.extend([
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            -9.3e18,
+            1e30,
+        ]);
+        values.extend([
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ]);
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let magnitude = 10f64.powi((x % 13) as i32);
+            values.push(((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * magnitude * MICROS);
+            values.push(((x % 2_000_001) as f64 - 1_000_000.0) / 2.0);
+        }
+        for v in values {
+            assert_eq!(round_to_integer(v), v.round() as i128, "{v:?}");
+        }
+    }
 
     #[test]
     fn totals_are_exact_and_order_free() {

@@ -200,13 +200,15 @@ impl Windows {
                     key: (start, to.text.len() as u32),
                 });
             }
-            windows
-                .iter_mut()
-                .map(|w| match w {
+            // Pushed one by one: `collect` into a SmallVec is an out-of-line call per row.
+            let mut values = FeatureValues::new();
+            for window in windows.iter_mut() {
+                values.push(match window {
                     Window::Global(kernel) => kernel.push(loan.risk_score),
                     Window::Keyed { .. } => None,
-                })
-                .collect()
+                });
+            }
+            values
         };
         let windowed = match merged_row_order(batches.iter().map(|batch| &batch.rows[..])) {
             None => batches

@@ -93,7 +93,7 @@ fn push_number(
     integers: &mut itoa::Buffer,
 ) {
     let Some(v) = value else { return };
-    if v == v.trunc() && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+    if v.abs() < 1e15 && (v as i64) as f64 == v && !(v == 0.0 && v.is_sign_negative()) {
         line.extend_from_slice(integers.format(v as i64).as_bytes());
         line.extend_from_slice(b".0");
     } else {
