@@ -25,6 +25,8 @@ free_port() {
 timed() { # label, then a shell command
     local label=$1 start end
     shift
+    rm -f "$dir"/c[0-9][0-9].csv "$dir"/c[0-9][0-9].csv.dead_letter.csv
+    sync # the previous run's output still being written back to disk would slow this one
     start=$(date +%s.%N)
     bash -c "$*" >/dev/null
     end=$(date +%s.%N)

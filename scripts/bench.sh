@@ -40,6 +40,8 @@ for ext in csv csv.gz; do
         for w in $WORKERS; do
             out="$dir/out_${w}.$store"
             rm -f "$out" "$out"-wal "$out"-shm "$out".dead_letter.csv
+            # The previous run's output still being written back to disk would slow this one.
+            sync
             if [ "$store" = sqlite ]; then url="sqlite:$out"; else url="csv:$out"; fi
             measure "input .$ext -> $store, -w $w" "$bin" run dataflows/features.toml --input "$dir/rejected_${ROWS}.$ext" --store "$url" -w "$w" -q
         done
