@@ -359,18 +359,32 @@ impl RunState {
         for dead in &batch.dead_letters {
             metrics.dead_lettered(&self.table, dead.reason.code());
         }
-        let mut stored: BTreeMap<u32, u64> = BTreeMap::new();
+        // Rows per version, indexed by version (a handful).
+        let mut stored: Vec<u64> = Vec::new();
         for rows in &batch.rows {
-            for version in &rows.versions {
-                *stored.entry(*version).or_default() += 1;
+            for &version in &rows.versions {
+                let version = version as usize;
+                if version >= stored.len() {
+                    stored.resize(version + 1, 0);
+                }
+                stored[version] += 1;
             }
         }
         let mut report = self.report.lock().expect("report lock");
-        for (&version, &rows) in &stored {
+        let mut previews_wanted = false;
+        for (version, &rows) in stored.iter().enumerate().filter(|(_, &r)| r > 0) {
+            let version = version as u32;
             metrics.stored(&self.table, version, rows);
             *report.stored.entry(version).or_default() += rows;
+            previews_wanted |= report
+                .first_rows
+                .get(&version)
+                .is_none_or(|preview| preview.len() < PREVIEW_ROWS);
         }
         report.dead_lettered += batch.dead_letters.len() as u64;
+        if !previews_wanted {
+            return;
+        }
         for (row, version, values) in batch.rows() {
             let preview = report.first_rows.entry(version).or_default();
             if preview.len() < PREVIEW_ROWS {
