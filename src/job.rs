@@ -307,8 +307,8 @@ fn follow_leader(
             resume: None,
             pinned: dataflow.pinned,
         };
-        if matches!(store, StoreUrl::Csv(_)) {
-            // Process 0's file: nothing to resume from, and opening it here would truncate it.
+        if !store.keeps_checkpoints() {
+            // Nothing to resume from, and opening process 0's export here would truncate it.
             return Ok((job, None));
         }
         let mut sink = store.open(table)?;

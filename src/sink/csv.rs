@@ -101,6 +101,13 @@ fn push_number(
     }
 }
 
+/// Writes the buffered text to the file and empties the buffer.
+fn write_out(file: &mut File, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    file.write_all(buffer)?;
+    buffer.clear();
+    Ok(())
+}
+
 /// Rows per formatting thread at least: below that, a thread costs more than it saves.
 const ROWS_PER_PART: usize = 4096;
 
@@ -199,20 +206,14 @@ impl Sink for CsvSink {
             // The other parts go straight to the file after the buffer (no copy into it).
             for part in rest {
                 let text = part.join().expect("formatting rows does not panic");
-                if !buffer.is_empty() {
-                    file.write_all(buffer)?;
-                    buffer.clear();
-                }
+                write_out(file, buffer)?;
                 file.write_all(&text)?;
             }
             Ok(())
         })
         .map_err(Self::io(&self.path))?;
         if self.buffer.len() >= FLUSH_BYTES {
-            self.rows
-                .write_all(&self.buffer)
-                .map_err(Self::io(&self.path))?;
-            self.buffer.clear();
+            write_out(&mut self.rows, &mut self.buffer).map_err(Self::io(&self.path))?;
         }
         let mut integers = itoa::Buffer::new();
         let mut line = Vec::new();
@@ -234,10 +235,7 @@ impl Sink for CsvSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.rows
-            .write_all(&self.buffer)
-            .map_err(Self::io(&self.path))?;
-        self.buffer.clear();
+        write_out(&mut self.rows, &mut self.buffer).map_err(Self::io(&self.path))?;
         self.dead.flush().map_err(Self::io(&self.dead_path))
     }
 }

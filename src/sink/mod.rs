@@ -388,6 +388,11 @@ impl StoreUrl {
         matches!(self, StoreUrl::Server { .. })
     }
 
+    /// Whether the store keeps checkpoints a run resumes from (a CSV export starts over).
+    pub fn keeps_checkpoints(&self) -> bool {
+        !matches!(self, StoreUrl::Csv(_))
+    }
+
     /// Loads a Redshift store's epochs through S3 (`COPY … FROM 's3://…'`); refused for any
     /// other store.
     pub fn with_s3_staging(self, staging: Option<S3Staging>) -> Result<StoreUrl, String> {
