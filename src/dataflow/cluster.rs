@@ -189,17 +189,16 @@ impl Cluster {
             processes: self.addresses.len() as u64,
             workers: workers as u64,
         };
-        let later = self.addresses.len() - self.process - 1;
-        let listener = match later {
-            0 => None,
-            _ => Some(
-                TcpListener::bind(&self.addresses[self.process]).map_err(|e| {
-                    format!(
-                        "process {} cannot listen on {} (its hostfile line): {e}",
-                        self.process, self.addresses[self.process]
-                    )
-                })?,
-            ),
+        let own_address = &self.addresses[self.process];
+        let listener = if self.process + 1 < self.addresses.len() {
+            Some(TcpListener::bind(own_address).map_err(|e| {
+                format!(
+                    "process {} cannot listen on {own_address} (its hostfile line): {e}",
+                    self.process
+                )
+            })?)
+        } else {
+            None
         };
         // Accept the later processes while connecting to the earlier ones: process 1 may be
         // waiting for process 0 while process 2 already waits for process 1.
@@ -229,16 +228,24 @@ fn connect_to(process: usize, address: &str, me: Handshake) -> Result<TcpStream,
         |e: io::Error| format!("the handshake with process {process} at {address} failed: {e}");
     let mut noticed = Instant::now();
     let mut stream = loop {
-        match TcpStream::connect(address) {
+        let error = match TcpStream::connect(address) {
+            // A connection to a local port nobody listens on yet can be the kernel connecting
+            // the socket to itself (its ephemeral port drawn equal to the target's): it would
+            // read back its own handshake. Drop it and try again.
+            Ok(stream) if is_connected_to_itself(&stream) => "connected to itself".to_owned(),
             Ok(stream) => break stream,
-            Err(error) => {
-                if noticed.elapsed() >= WAITING_NOTICE {
-                    tracing::warn!(process, address, %error, "Still waiting for an earlier process of the cluster to listen.");
-                    noticed = Instant::now();
-                }
-                std::thread::sleep(CONNECT_RETRY);
-            }
+            Err(error) => error.to_string(),
+        };
+        if noticed.elapsed() >= WAITING_NOTICE {
+            tracing::warn!(
+                process,
+                address,
+                error,
+                "Still waiting for an earlier process of the cluster to listen."
+            );
+            noticed = Instant::now();
         }
+        std::thread::sleep(CONNECT_RETRY);
     };
     stream.set_nodelay(true).map_err(failed)?;
     me.write_to(&mut stream).map_err(failed)?;
@@ -255,6 +262,10 @@ fn connect_to(process: usize, address: &str, me: Handshake) -> Result<TcpStream,
             "{address} (process {process} in the hostfile) is not a riskflow process"
         )),
     }
+}
+
+fn is_connected_to_itself(stream: &TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
 }
 
 /// Accepts the processes after `me`, in whatever order they come; connections that are not
@@ -280,7 +291,7 @@ fn accept_later(
         let slot = (peer.process as usize)
             .checked_sub(first)
             .filter(|&i| i < later.len() && later[i].is_none());
-        let address = &addresses
+        let address = addresses
             .get(peer.process as usize)
             .map_or("?", String::as_str);
         let answered = stream

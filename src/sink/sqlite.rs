@@ -78,13 +78,28 @@ fn declared_type(column_type: ColumnType) -> &'static str {
 /// for a new file (bulk inserts into the keyed feature table split a quarter as many pages as
 /// with the default 4 KiB), write-ahead log (readers go on while an epoch commits), `NORMAL`
 /// sync (a crash of the process loses nothing committed) and a 16 MiB page cache.
+///
+/// Switching a file to the write-ahead log fails at once (no busy handler) while another
+/// connection switches or reads it, as when the processes of a cluster open a new store
+/// together; that step is retried for as long as the busy timeout.
 pub fn open_store(path: &Path) -> rusqlite::Result<Connection> {
+    const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.execute_batch(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -16384;",
-    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch("PRAGMA page_size = 16384;")?;
+    let started = std::time::Instant::now();
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode = WAL;") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            done => break done?,
+        }
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384;")?;
     Ok(conn)
 }
 
