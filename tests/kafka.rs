@@ -257,6 +257,148 @@ fn a_stream_stopped_mid_replay_stores_a_gapless_prefix_and_a_restart_completes_i
 }
 
 #[test]
+fn a_row_travels_with_its_number_as_the_key_and_the_older_header_layout_still_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 6_000, "2008-2010", &["--quirks"]);
+    let batch_db = dir.path().join("batch.db");
+    batch_run(&input, &batch_db);
+    let topic = fresh_topic("keyed");
+    produce(&input, &topic, 2, &[]);
+
+    // Every row message: the key is its `_row` in decimal, on partition (_row - 1) % 2, in
+    // increasing order there; the value is the record as it is in the file; no header.
+    let messages = read_replay(&topic, 2);
+    let text = std::fs::read(&input).unwrap();
+    let after_header = &text[text.iter().position(|&b| b == b'\n').unwrap() + 1..];
+    let mut last = [0u64; 2];
+    let mut rows = 0;
+    for m in messages.iter().filter(|m| !m.is_marker()) {
+        let row: u64 = std::str::from_utf8(m.key.as_deref().expect("a row has a key"))
+            .unwrap()
+            .parse()
+            .expect("the key is a decimal row number");
+        assert_eq!((row - 1) % 2, m.partition as u64);
+        assert!(
+            row > last[m.partition as usize],
+            "rows in order on a partition"
+        );
+        last[m.partition as usize] = row;
+        assert!(
+            m.headers.is_empty(),
+            "row {row} has no header: {:?}",
+            m.headers
+        );
+        if row == 1 {
+            assert!(
+                after_header.starts_with(&m.value),
+                "row 1 is the file's first record"
+            );
+        }
+        rows += 1;
+    }
+    assert_eq!(rows, 6_000);
+
+    // The same replay as riskflow wrote it before the row number moved to the key (a header
+    // `_row`, no key) streams into the same store as the batch run.
+    let legacy = fresh_topic("legacy");
+    riskflow::kafka::ensure_topic(&brokers(), &legacy, 2).unwrap();
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    for m in &messages {
+        let mut headers = rdkafka::message::OwnedHeaders::new();
+        for (key, value) in &m.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if let Some(row) = m.key.as_deref().filter(|_| !m.is_marker()) {
+            headers = headers.insert(rdkafka::message::Header {
+                key: "_row",
+                value: Some(row),
+            });
+        }
+        let record = rdkafka::producer::BaseRecord::<(), [u8]>::to(&legacy)
+            .partition(m.partition)
+            .payload(&m.value[..])
+            .headers(headers);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let db = dir.path().join("legacy.db");
+    let args = stream_args(&legacy, &db, 2, &["--until-complete"]);
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_tables_equal(&batch_db, &db, "a topic in the older header layout");
+}
+
+/// One message of a replay, as read back.
+struct Replayed {
+    partition: i32,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Replayed {
+    fn is_marker(&self) -> bool {
+        self.headers.iter().any(|(k, _)| k == "_marker")
+    }
+}
+
+/// Every message of a finished replay on `topic` (until each partition's final marker), in
+/// order per partition.
+fn read_replay(topic: &str, partitions: i32) -> Vec<Replayed> {
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", fresh_topic("reader"))
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let mut complete = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while complete < partitions {
+        assert!(
+            Instant::now() < deadline,
+            "the replay's final markers arrive"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        let headers = message.headers().map_or_else(Vec::new, |h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        });
+        let replayed = Replayed {
+            partition: message.partition(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        };
+        if replayed.is_marker() {
+            let marker: serde_json::Value = serde_json::from_slice(&replayed.value).unwrap();
+            if marker["complete"] == serde_json::Value::Bool(true) {
+                complete += 1;
+            }
+        }
+        out.push(replayed);
+    }
+    out
+}
+
+#[test]
 fn messages_in_the_original_json_format_are_consumed_and_stored() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 8_000, "2008-2010", &["--quirks"]);

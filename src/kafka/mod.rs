@@ -4,10 +4,12 @@
 //! # Messages on the inflow topic
 //!
 //! * **A row** (format `riskflow`, the default): the value is the CSV record exactly as it was in
-//!   the file (no newline); the header `_row` holds its source position in decimal. Rows go to
+//!   the file (no newline); the key holds its source position (`_row`) in decimal. Rows go to
 //!   partition `(_row - 1) % partitions`, so every partition holds rows in increasing `_row` order.
 //!   A record over the reader's size limit is sent as its first 64 KiB with the header
 //!   `_oversized` (its full length), so that the consumer dead-letters it with that reason.
+//!   (Topics written before the row number moved to the key carry it in a header `_row`; the
+//!   consumer reads those too.)
 //! * **A row in the original producer's format** (format `json-array`): the value is a JSON array
 //!   of the nine fields, the key a random string, no `_row`. The consumer numbers such rows in
 //!   the order it receives them, which is not reproducible.
@@ -20,7 +22,7 @@
 //!   `complete: true`.
 //!
 //! Everything is readable with standard tools, e.g.
-//! `kcat -C -b HOST:PORT -t inflow -f '%p %o %h %s\n'`.
+//! `kcat -C -b HOST:PORT -t inflow -f '%p %o %k %h %s\n'`.
 
 mod outflow;
 mod produce;
@@ -43,8 +45,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Header holding a row's source position.
-pub const ROW_HEADER: &str = "_row";
+/// Header that held a row's source position before it moved to the message key.
+pub const LEGACY_ROW_HEADER: &str = "_row";
 /// Header marking a progress marker.
 pub const MARKER_HEADER: &str = "_marker";
 /// Header of a record cut to its head, holding its full length.
@@ -58,7 +60,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How rows are encoded on the inflow topic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum MessageFormat {
-    /// The CSV record with its `_row` in a header (reproducible order).
+    /// The CSV record with its `_row` as the key (reproducible order).
     #[default]
     Riskflow,
     /// The original producer's JSON array of the nine fields (arrival order).

@@ -9,7 +9,7 @@
 
 use super::{
     base_config, ensure_topic, partition_sizes, Deliveries, KafkaError, Marker, MessageFormat,
-    MARKER_HEADER, OVERSIZED_HEADER, OVERSIZED_HEAD_BYTES, ROW_HEADER,
+    MARKER_HEADER, OVERSIZED_HEADER, OVERSIZED_HEAD_BYTES,
 };
 use crate::parse::{split_fields, RecordParser};
 use crate::record::YearRange;
@@ -184,21 +184,19 @@ impl Replay<'_> {
         let key;
         let (payload, key, headers): (&[u8], Option<&[u8]>, Option<OwnedHeaders>) =
             match self.options.format {
-                MessageFormat::Riskflow => {
-                    let mut headers = OwnedHeaders::new_with_capacity(2).insert(Header {
-                        key: ROW_HEADER,
-                        value: Some(digits.format(row)),
-                    });
-                    let mut payload = raw;
-                    if let Some(full_length) = oversized {
-                        payload = &raw[..raw.len().min(OVERSIZED_HEAD_BYTES)];
-                        headers = headers.insert(Header {
+                // The row number is the key: unlike a header, it costs librdkafka no
+                // allocation of its own (a header list was most of the per-message work).
+                MessageFormat::Riskflow => match oversized {
+                    None => (raw, Some(digits.format(row).as_bytes()), None),
+                    Some(full_length) => {
+                        let headers = OwnedHeaders::new().insert(Header {
                             key: OVERSIZED_HEADER,
                             value: Some(length_digits.format(full_length)),
                         });
+                        let head = &raw[..raw.len().min(OVERSIZED_HEAD_BYTES)];
+                        (head, Some(digits.format(row).as_bytes()), Some(headers))
                     }
-                    (payload, None, Some(headers))
-                }
+                },
                 MessageFormat::JsonArray => {
                     // As the original producer: the fields as a JSON array, a random key.
                     json = match split_fields(raw) {

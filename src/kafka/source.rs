@@ -7,12 +7,14 @@
 //! stream resumes is the store's checkpoint, committed with the rows, see [`crate::checkpoint`]).
 
 use super::{
-    base_config, KafkaError, Marker, MessageFormat, MARKER_HEADER, OVERSIZED_HEADER, ROW_HEADER,
+    base_config, KafkaError, Marker, MessageFormat, LEGACY_ROW_HEADER, MARKER_HEADER,
+    OVERSIZED_HEADER,
 };
 use crate::checkpoint::{PartPosition, Position};
 use crate::sink::push_csv_field;
 use crate::source::{Poll, RawChunk, Rejection, Source, SourceError};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, VecDeque};
@@ -99,6 +101,9 @@ impl StreamOptions {
 /// responsive.
 const POLL_BUDGET: usize = 4096;
 
+/// How many epochs past the frontier a partition is read (see `KafkaSource::fetch_partitions`).
+const READ_AHEAD_EPOCHS: u64 = 2;
+
 /// Longest a worker sleeps without a wake-up from librdkafka.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 
@@ -127,9 +132,19 @@ struct ArrivedRow {
     record: Result<Vec<u8>, (Vec<u8>, Rejection)>,
 }
 
+/// What one fetch took: rows by epoch and partition, or json-array messages to number.
+#[derive(Default)]
+struct Taken {
+    chunks: BTreeMap<(u64, i32), RawChunk>,
+    arrived: Vec<ArrivedRow>,
+}
+
 /// One worker's share of the inflow topic.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer>,
+    /// Each partition's own queue (rows with row numbers): read in the order that closes epochs
+    /// soonest. Empty for json-array, whose partitions share the consumer's queue.
+    queues: BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
     options: StreamOptions,
     partitions: BTreeMap<i32, PartitionState>,
     /// Chunks read but not yet handed out.
@@ -177,10 +192,17 @@ impl KafkaSource {
             // most of a pre-filled topic's streaming time.
             .set("fetch.queue.backoff.ms", "5")
             .set("max.partition.fetch.bytes", "4194304")
+            // Each partition has a queue of its own (see `fetch_partitions`), and these bound
+            // each one (librdkafka's defaults, 64 MB and 100,000 messages, held about 120 MB
+            // more at the same speed).
+            .set("queued.max.messages.kbytes", "8192")
+            .set("queued.min.messages", "20000")
             .create()
             .map_err(KafkaError::client("creating a consumer", &options.brokers))?;
         let worker = std::thread::current();
-        consumer.set_nonempty_callback(move || worker.unpark());
+        let wake = move || worker.unpark();
+        consumer.set_nonempty_callback(wake.clone());
+        let consumer = Arc::new(consumer);
         let mut assignment = TopicPartitionList::new();
         for &p in &mine {
             let offset = from
@@ -194,9 +216,27 @@ impl KafkaSource {
         consumer
             .assign(&assignment)
             .map_err(KafkaError::client("assigning partitions", &options.brokers))?;
+        // Split after `assign` (which undoes splits) and before the first poll (messages
+        // already queued stay on the consumer's queue).
+        let mut queues = BTreeMap::new();
+        if options.format == MessageFormat::Riskflow {
+            for &p in &mine {
+                let mut queue = consumer
+                    .split_partition_queue(&options.topic, p)
+                    .ok_or_else(|| {
+                        KafkaError::Other(format!(
+                            "no queue for partition {p} of {}",
+                            options.topic
+                        ))
+                    })?;
+                queue.set_nonempty_callback(wake.clone());
+                queues.insert(p, queue);
+            }
+        }
         tracing::info!(topic = options.topic.as_str(), partitions = ?mine, worker = index, "Reading partitions.");
         Ok(Some(KafkaSource {
             consumer,
+            queues,
             options: options.clone(),
             partitions: mine
                 .iter()
@@ -226,100 +266,159 @@ impl KafkaSource {
 
     /// Takes what librdkafka has (up to the budget) into `ready`.
     fn fetch(&mut self) -> Result<(), SourceError> {
-        let mut chunks: BTreeMap<(u64, i32), RawChunk> = BTreeMap::new();
-        let mut arrived: Vec<ArrivedRow> = Vec::new();
+        let mut taken = Taken::default();
+        // The consumer's own queue: errors and events, and every message of a json-array
+        // stream (its partitions share the queue, to be merged by time).
+        let consumer = Arc::clone(&self.consumer);
         for _ in 0..POLL_BUDGET {
-            let message = match self.consumer.poll(Duration::ZERO) {
+            match consumer.poll(Duration::ZERO) {
                 None => break,
-                Some(Ok(message)) => message,
+                Some(Ok(message)) => self.take(&Fields::of(&message), &mut taken)?,
                 Some(Err(error)) => return Err(self.options.error(format!("reading: {error}"))),
-            };
-            let message = Fields::of(&message);
-            self.live_since_ms
-                .get_or_insert_with(|| crate::time::now_nanos() / 1_000_000);
-            let Some(state) = self.partitions.get_mut(&message.partition) else {
-                continue;
-            };
-            if message.marker {
-                let marker: Marker = serde_json::from_slice(message.payload).map_err(|e| {
-                    self.options.error(format!(
-                        "the marker at partition {} offset {} is not valid: {e}",
-                        message.partition, message.offset
-                    ))
-                })?;
-                tracing::debug!(
-                    partition = message.partition,
-                    offset = message.offset,
-                    epoch = marker.epoch,
-                    complete = marker.complete,
-                    "Marker."
-                );
-                state.complete |= marker.complete;
-                if self.options.format == MessageFormat::Riskflow {
-                    state.epoch = state.epoch.max(marker.epoch + 1);
-                    // A stream that stops after committing the final marker's epoch but before
-                    // exiting resumes *at* that marker, so that a restart with --until-complete
-                    // sees it again (it carries no rows) rather than wait for one forever.
-                    let resume_at = if marker.complete {
-                        message.offset
-                    } else {
-                        message.offset + 1
-                    };
-                    state
-                        .closes
-                        .push_back((marker.epoch, resume_at, state.last_row));
-                }
-                continue;
-            }
-            self.rows_read += 1;
-            match self.options.format {
-                MessageFormat::Riskflow => {
-                    let Some(row) = message.row else {
-                        return Err(self.options.error(format!(
-                            "the message at partition {} offset {} has no `{ROW_HEADER}` header: \
-                             if the topic holds the original producer's JSON arrays, stream it with --format json-array",
-                            message.partition, message.offset
-                        )));
-                    };
-                    if row <= state.last_row {
-                        tracing::warn!(
-                            row,
-                            partition = message.partition,
-                            "Skipping a repeated row."
-                        );
-                        continue;
-                    }
-                    state.last_row = row;
-                    self.timestamps
-                        .entry(state.epoch)
-                        .or_default()
-                        .push(message.timestamp);
-                    let chunk = chunks
-                        .entry((state.epoch, message.partition))
-                        .or_insert_with(|| RawChunk {
-                            epoch: state.epoch,
-                            ..RawChunk::default()
-                        });
-                    match message.oversized {
-                        Some(full_length) => chunk.push_rejected_at(
-                            row,
-                            message.payload,
-                            Rejection::Oversized { full_length },
-                        ),
-                        None => chunk.push_at(row, message.payload),
-                    }
-                }
-                MessageFormat::JsonArray => arrived.push(ArrivedRow {
-                    timestamp: message.timestamp,
-                    partition: message.partition,
-                    offset: message.offset,
-                    record: json_array_to_csv(message.payload),
-                }),
             }
         }
-        self.ready.extend(chunks.into_values());
-        if !arrived.is_empty() {
-            self.number_arrivals(arrived);
+        if !self.queues.is_empty() {
+            let queues = std::mem::take(&mut self.queues);
+            let read = self.fetch_partitions(&queues, &mut taken);
+            self.queues = queues;
+            read?;
+        }
+        self.ready.extend(taken.chunks.into_values());
+        if !taken.arrived.is_empty() {
+            self.number_arrivals(taken.arrived);
+        }
+        Ok(())
+    }
+
+    /// Reads the partitions' own queues, those holding the frontier back first, and none more
+    /// than [`READ_AHEAD_EPOCHS`] past it: an epoch closes only when its slowest partition
+    /// passes it, and a leading partition left unread fills its queue, so that librdkafka stops
+    /// fetching it and fetches the lagging ones instead.
+    fn fetch_partitions(
+        &mut self,
+        queues: &BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
+        taken: &mut Taken,
+    ) -> Result<(), SourceError> {
+        let until_complete = self.options.until_complete;
+        let holds_frontier = |s: &PartitionState| !(s.complete && until_complete);
+        let mut order: Vec<(u64, i32)> = self
+            .partitions
+            .iter()
+            .map(|(&p, state)| (state.epoch, p))
+            .collect();
+        order.sort_unstable();
+        let frontier = self
+            .partitions
+            .values()
+            .filter(|s| holds_frontier(s))
+            .map(|s| s.epoch)
+            .min();
+        let limit = frontier.map_or(u64::MAX, |f| f.saturating_add(READ_AHEAD_EPOCHS));
+        let mut budget = POLL_BUDGET;
+        for (_, p) in order {
+            let Some(queue) = queues.get(&p) else {
+                continue;
+            };
+            while budget > 0 && self.partitions.get(&p).is_some_and(|s| s.epoch <= limit) {
+                match queue.poll(Duration::ZERO) {
+                    None => break,
+                    Some(Ok(message)) => {
+                        budget -= 1;
+                        self.take(&Fields::of(&message), taken)?;
+                    }
+                    Some(Err(error)) => {
+                        return Err(self.options.error(format!("reading: {error}")))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one message: a marker moves its partition's epoch on; a row joins the chunk of its
+    /// epoch and partition (or, json-array, waits to be numbered).
+    fn take(&mut self, message: &Fields<'_>, taken: &mut Taken) -> Result<(), SourceError> {
+        self.live_since_ms
+            .get_or_insert_with(|| crate::time::now_nanos() / 1_000_000);
+        let Some(state) = self.partitions.get_mut(&message.partition) else {
+            return Ok(());
+        };
+        if message.marker {
+            let marker: Marker = serde_json::from_slice(message.payload).map_err(|e| {
+                self.options.error(format!(
+                    "the marker at partition {} offset {} is not valid: {e}",
+                    message.partition, message.offset
+                ))
+            })?;
+            tracing::debug!(
+                partition = message.partition,
+                offset = message.offset,
+                epoch = marker.epoch,
+                complete = marker.complete,
+                "Marker."
+            );
+            state.complete |= marker.complete;
+            if self.options.format == MessageFormat::Riskflow {
+                state.epoch = state.epoch.max(marker.epoch + 1);
+                // A stream that stops after committing the final marker's epoch but before
+                // exiting resumes *at* that marker, so that a restart with --until-complete
+                // sees it again (it carries no rows) rather than wait for one forever.
+                let resume_at = if marker.complete {
+                    message.offset
+                } else {
+                    message.offset + 1
+                };
+                state
+                    .closes
+                    .push_back((marker.epoch, resume_at, state.last_row));
+            }
+            return Ok(());
+        }
+        self.rows_read += 1;
+        match self.options.format {
+            MessageFormat::Riskflow => {
+                let Some(row) = message.row else {
+                    return Err(self.options.error(format!(
+                        "the message at partition {} offset {} has no row number (its key): \
+                         if the topic holds the original producer's JSON arrays, stream it with --format json-array",
+                        message.partition, message.offset
+                    )));
+                };
+                if row <= state.last_row {
+                    tracing::warn!(
+                        row,
+                        partition = message.partition,
+                        "Skipping a repeated row."
+                    );
+                    return Ok(());
+                }
+                state.last_row = row;
+                self.timestamps
+                    .entry(state.epoch)
+                    .or_default()
+                    .push(message.timestamp);
+                let chunk = taken
+                    .chunks
+                    .entry((state.epoch, message.partition))
+                    .or_insert_with(|| RawChunk {
+                        epoch: state.epoch,
+                        ..RawChunk::default()
+                    });
+                match message.oversized {
+                    Some(full_length) => chunk.push_rejected_at(
+                        row,
+                        message.payload,
+                        Rejection::Oversized { full_length },
+                    ),
+                    None => chunk.push_at(row, message.payload),
+                }
+            }
+            MessageFormat::JsonArray => taken.arrived.push(ArrivedRow {
+                timestamp: message.timestamp,
+                partition: message.partition,
+                offset: message.offset,
+                record: json_array_to_csv(message.payload),
+            }),
         }
         Ok(())
     }
@@ -524,25 +623,26 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn of(message: &'a BorrowedMessage<'a>) -> Fields<'a> {
+        let number = |value: Option<&[u8]>| {
+            value
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
         let mut fields = Fields {
             partition: message.partition(),
             offset: message.offset(),
             timestamp: message.timestamp().to_millis().unwrap_or(0),
             payload: message.payload().unwrap_or_default(),
             marker: false,
-            row: None,
+            row: number(message.key()),
             oversized: None,
-        };
-        let number = |value: Option<&[u8]>| {
-            value
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.parse::<u64>().ok())
         };
         if let Some(headers) = message.headers() {
             for header in headers.iter() {
                 match header.key {
                     MARKER_HEADER => fields.marker = true,
-                    ROW_HEADER => fields.row = number(header.value),
+                    // Where riskflow put the row number before it moved to the key.
+                    LEGACY_ROW_HEADER => fields.row = fields.row.or(number(header.value)),
                     OVERSIZED_HEADER => fields.oversized = number(header.value),
                     _ => {}
                 }
