@@ -228,7 +228,8 @@ pub struct ClusterArgs {
     #[arg(short = 'n', long, env = "RISKFLOW_PROCESSES", default_value_t = 1)]
     pub processes: usize,
     /// This process's index in the cluster, 0 to N-1 (process 0 writes the checkpoints; on a
-    /// PostgreSQL/Redshift store every process writes its own rows, else process 0 all of them).
+    /// PostgreSQL/Redshift store every worker of every process writes its share of the rows,
+    /// else process 0 all of them).
     #[arg(short = 'p', long, env = "RISKFLOW_PROCESS", default_value_t = 0)]
     pub process: usize,
     /// The cluster's addresses: one `host:port` line per process, process 0 first.

@@ -341,14 +341,38 @@ fn resume_at(job: &Job, part: i32) -> Option<PartPosition> {
         .and_then(|r| r.checkpoint.position.get(&part).copied())
 }
 
-/// The engine options of a job writing `store`: in a cluster on a shared store, every process
-/// writes its own rows.
+/// The engine options of a job writing `store`: on a shared store (a server), every worker of
+/// every process writes the rows routed to it.
 fn engine_for(engine: &EngineOptions, store: &StoreUrl) -> EngineOptions {
-    let mut engine = engine.clone();
-    if let Some(cluster) = &mut engine.cluster {
-        cluster.every_process_writes = store.is_shared();
+    EngineOptions {
+        every_worker_writes: store.is_shared(),
+        ..engine.clone()
     }
-    engine
+}
+
+/// This process's store connections, one per worker that writes: `first` (the first worker's;
+/// `None` when this process writes nothing), then, when every worker writes, one for each other
+/// worker of the process, taking on the prepared plan without DDL. `wrap` adds to each what
+/// `first` has (a stream's outflow topic).
+fn worker_sinks(
+    first: Option<Box<dyn Sink>>,
+    store: &StoreUrl,
+    plan: &FeaturePlan,
+    engine: &EngineOptions,
+    wrap: impl Fn(Box<dyn Sink>) -> Result<Box<dyn Sink>, JobError>,
+) -> Result<Vec<Box<dyn Sink>>, JobError> {
+    let Some(first) = first else {
+        return Ok(Vec::new());
+    };
+    let mut sinks = vec![first];
+    if engine.every_worker_writes {
+        for _ in 1..engine.workers.max(1) {
+            let mut sink = wrap(Box::new(AdoptingSink(store.open(&plan.table)?)))?;
+            sink.prepare(plan)?;
+            sinks.push(sink);
+        }
+    }
+    Ok(sinks)
 }
 
 /// Runs one dataflow: registers its versions, prepares the store, streams the input through.
@@ -367,10 +391,11 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
             identity,
             engine.history_rows,
         )?;
+        let sinks = worker_sinks(rows, &target.store, &job.plan, &engine, Ok)?;
         return Ok(dataflow::run(
             &job,
             Box::new(|_, _| Ok(None)),
-            rows,
+            sinks,
             engine,
         )?);
     }
@@ -378,10 +403,11 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
         open_store(dataflow, &target.store, target.catalog.as_ref(), identity)?;
     prepare(&mut job, &mut *sink, engine.history_rows)?;
     let source = FileSource::open(&target.input, target.chunking, resume_at(&job, 0))?;
+    let sinks = worker_sinks(Some(sink), &target.store, &job.plan, &engine, Ok)?;
     Ok(dataflow::run(
         &job,
         dataflow::single_source(Box::new(source)),
-        Some(sink),
+        sinks,
         engine,
     )?)
 }
@@ -499,10 +525,18 @@ pub fn stream_dataflow(
             .map_err(|e| SourceError::Kafka(e.to_string()))
     });
     let mut engine = engine_for(&target.engine, &target.store);
-    let every_process_writes = engine
-        .cluster
-        .as_ref()
-        .is_some_and(|c| c.every_process_writes);
+    let outflow = |sink: Box<dyn Sink>| -> Result<Box<dyn Sink>, JobError> {
+        Ok(match &target.outflow_topic {
+            Some(topic) => Box::new(OutflowSink::new(
+                sink,
+                &options.brokers,
+                topic,
+                &dataflow.feature_set.table,
+            )?),
+            None => sink,
+        })
+    };
+    let sinks = worker_sinks(sink, &target.store, &job.plan, &engine, outflow)?;
     let has_catalog = target.catalog.is_some() || !matches!(target.store, StoreUrl::Csv(_));
     // The catalog watcher runs where worker 0 is: it feeds the plan input of that worker.
     let watcher = match target.catalog_poll.filter(|_| has_catalog && leads) {
@@ -513,14 +547,14 @@ pub fn stream_dataflow(
             let watched = CatalogSource {
                 store: target.store.clone(),
                 glue: target.catalog.clone(),
-                evolve_store_first: every_process_writes,
+                evolve_store_first: engine.every_worker_writes,
             };
             let thread = watch_catalog(watched, job.plan.clone(), poll, slot, Arc::clone(&done));
             Some((thread, done))
         }
         None => None,
     };
-    let report = dataflow::run(&job, sources, sink, engine);
+    let report = dataflow::run(&job, sources, sinks, engine);
     if let Some((thread, done)) = watcher {
         done.store(true, Ordering::Relaxed);
         let _ = thread.join();
@@ -532,9 +566,9 @@ pub fn stream_dataflow(
 struct CatalogSource {
     store: StoreUrl,
     glue: Option<GlueUrl>,
-    /// Add a newer plan's columns and views to the store before offering the plan: in a cluster
-    /// where every process writes, the other processes' writers take it on without DDL and may
-    /// write rows under it before process 0 writes that epoch.
+    /// Add a newer plan's columns and views to the store before offering the plan: where every
+    /// worker writes, the other workers' writers take it on without DDL and may write rows under
+    /// it before worker 0 writes that epoch.
     evolve_store_first: bool,
 }
 

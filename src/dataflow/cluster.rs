@@ -23,9 +23,6 @@ pub struct Cluster {
     pub process: usize,
     /// `host:port` of every process, process 0 first.
     pub addresses: Vec<String>,
-    /// Every process writes its own rows (the store is a server all of them reach); otherwise
-    /// process 0 writes them all (a file store lives on one host).
-    pub every_process_writes: bool,
 }
 
 impl Cluster {
@@ -56,27 +53,12 @@ impl Cluster {
         }) {
             return Err(format!("hostfile line `{bad}` is not host:port"));
         }
-        Ok(Cluster {
-            process,
-            addresses,
-            every_process_writes: false,
-        })
+        Ok(Cluster { process, addresses })
     }
 
     /// Whether this process holds worker 0 (it writes the store's checkpoints).
     pub fn leads(cluster: Option<&Cluster>) -> bool {
         cluster.is_none_or(|c| c.process == 0)
-    }
-
-    /// The workers that write rows, given `workers` per process: the first of every process
-    /// when every process writes, else worker 0 alone.
-    pub(super) fn row_writers(cluster: Option<&Cluster>, workers: usize) -> Vec<usize> {
-        match cluster {
-            Some(c) if c.every_process_writes => {
-                (0..c.addresses.len()).map(|p| p * workers).collect()
-            }
-            _ => vec![0],
-        }
     }
 }
 

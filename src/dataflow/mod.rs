@@ -9,9 +9,9 @@
 //!  (live versions)                    │                     ApplyKeyed ─┘ (by key    count_total         │
 //!                                     │                                    value)   (differential)       │
 //!                                     └──dead letters────────────────────────────────────┴──▶ WriteToStore ◀┘
-//!                                                          (worker 0, one tx and checkpoint per epoch; in a
-//!                                                           cluster on a shared store, WriteRows on every
-//!                                                           process writes that process's rows first)
+//!                                                          (worker 0, one tx and checkpoint per epoch; on a
+//!                                                           shared store, WriteRows on every other worker
+//!                                                           writes the rows routed to it first)
 //! ```
 //!
 //! Timestamps are epochs: consecutive runs of `_row`s fixed by the source. An epoch is written
@@ -107,6 +107,9 @@ pub struct EngineOptions {
     pub history_rows: usize,
     /// Run as one process of several (cluster mode); `None` runs alone.
     pub cluster: Option<Cluster>,
+    /// Every worker writes the rows routed to it, over a connection of its own (a server store
+    /// all processes reach); otherwise worker 0 writes every row (a file store).
+    pub every_worker_writes: bool,
 }
 
 /// A newer plan offered to a running dataflow (by the catalog watcher); worker 0 sends it into
@@ -142,13 +145,14 @@ impl Default for EngineOptions {
             live_plans: None,
             history_rows: 0,
             cluster: None,
+            every_worker_writes: false,
         }
     }
 }
 
 /// The store writers a worker holds: worker 0 writes epochs with their checkpoints (and every
-/// row routed to it); in a cluster on a shared store, the first worker of every other process
-/// writes the rows routed to its process.
+/// row routed to it); on a shared store, every other worker of every process writes the rows
+/// routed to it.
 #[derive(Default)]
 pub struct Writers {
     pub checkpoints: Option<Box<dyn Sink>>,
@@ -445,7 +449,9 @@ pub fn single_source(source: Box<dyn Source>) -> SourceFactory {
     })
 }
 
-/// Runs `job` over the sources into `sink` on `options.workers` threads.
+/// Runs `job` over the sources into the store on `options.workers` threads. `sinks` are this
+/// process's store connections, one per worker that writes, in worker order: worker 0's (the
+/// checkpoints) first in process 0; with `options.every_worker_writes`, one for every worker.
 ///
 /// Without `options.stop`, the run ends when every source is finished and every epoch is
 /// durable. When `options.stop` is raised (a signal), every worker stops reading and holds its
@@ -455,7 +461,7 @@ pub fn single_source(source: Box<dyn Source>) -> SourceFactory {
 pub fn run(
     job: &Job,
     sources: SourceFactory,
-    sink: Option<Box<dyn Sink>>,
+    sinks: Vec<Box<dyn Sink>>,
     options: EngineOptions,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
@@ -463,7 +469,8 @@ pub fn run(
         table: job.plan.table.clone(),
         ..RunState::default()
     });
-    let sink = Mutex::new(sink);
+    let sinks: Mutex<Vec<Option<Box<dyn Sink>>>> =
+        Mutex::new(sinks.into_iter().map(Some).collect());
     let job = job.clone();
     let shared = Arc::clone(&state);
     let workers = options.workers.max(1);
@@ -481,21 +488,27 @@ pub fn run(
     let guards = timely::execute::execute_from(allocators, network, worker_config, move |worker| {
         let state = Arc::clone(&shared);
         let (index, peers) = (worker.index(), worker.peers());
-        // This process's sink goes to its first worker: worker 0 writes checkpoints; the first
-        // worker of another process (on a shared store) writes that process's rows.
+        // This process's sinks go to its workers in order: worker 0 writes checkpoints, the
+        // others the rows routed to them.
         let first_here = options.cluster.as_ref().map_or(0, |c| c.process * workers);
         let mut writers = Writers {
-            row_writers: Cluster::row_writers(options.cluster.as_ref(), workers),
+            row_writers: if options.every_worker_writes {
+                (0..peers).collect()
+            } else {
+                vec![0]
+            },
             window_worker: workers - 1,
             ..Writers::default()
         };
-        if index == first_here {
-            let sink = sink.lock().expect("sink lock").take();
-            if index == 0 {
-                writers.checkpoints = sink;
-            } else {
-                writers.rows = sink;
-            }
+        let sink = sinks
+            .lock()
+            .expect("sinks lock")
+            .get_mut(index - first_here)
+            .and_then(Option::take);
+        if index == 0 {
+            writers.checkpoints = sink;
+        } else {
+            writers.rows = sink;
         }
         let mut my_source = sources(index, peers).unwrap_or_else(|error| {
             state.fail(error.into());

@@ -546,10 +546,10 @@ pub enum SinkItem {
 /// capability for every epoch not yet durable, so a probe after it tells the driver which
 /// epochs are committed.
 ///
-/// In a cluster whose processes all write (a shared store), the other processes' rows reach
-/// their own [`WriteRows`] operators; `rows_committed` is those operators' output, and an epoch's
+/// On a shared store, where every worker writes, the rows routed to other workers reach their
+/// [`WriteRows`] operators; `rows_committed` is those operators' output, and an epoch's
 /// checkpoint is written only once its frontier has passed the epoch, that is once every
-/// process's rows of it are durable.
+/// worker's rows of it are durable.
 pub trait WriteToStore<'scope> {
     /// `last` is the checkpoint the run resumed from (or an empty one naming the source); `plan`
     /// the plan the run starts with.
@@ -563,8 +563,8 @@ pub trait WriteToStore<'scope> {
     ) -> StreamVec<'scope, Epoch, ()>;
 }
 
-/// Writes the rows routed to this process (a cluster process other than 0, on a shared store)
-/// without a checkpoint; the output's frontier passes an epoch once its rows are durable here.
+/// Writes the rows routed to this worker (any worker but 0, on a shared store), over a
+/// connection of its own, without a checkpoint; the output's frontier passes an epoch once its rows are durable here.
 /// A plan item makes the store take on the newer plan first (the catalog watcher has already
 /// evolved the store's schema, see [`crate::sink::Sink::adopt`]).
 pub trait WriteRows<'scope> {
