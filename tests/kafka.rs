@@ -267,7 +267,7 @@ fn a_row_travels_with_its_number_as_the_key_and_the_older_header_layout_still_st
 
     // Every row message: the key is its `_row` in decimal, on partition (_row - 1) % 2, in
     // increasing order there; the value is the record as it is in the file; no header.
-    let messages = read_replay(&topic, 2);
+    let messages = read_replay(&topic);
     let text = std::fs::read(&input).unwrap();
     let after_header = &text[text.iter().position(|&b| b == b'\n').unwrap() + 1..];
     let mut last = [0u64; 2];
@@ -350,20 +350,9 @@ impl Replayed {
 
 /// Every message of a finished replay on `topic` (until each partition's final marker), in
 /// order per partition.
-fn read_replay(topic: &str, partitions: i32) -> Vec<Replayed> {
+fn read_replay(topic: &str) -> Vec<Replayed> {
     use rdkafka::message::Headers;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", fresh_topic("reader"))
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let (consumer, partitions) = read_from_the_beginning(topic);
     let mut out = Vec::new();
     let mut complete = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -483,8 +472,8 @@ fn the_outflow_topic_carries_every_stored_row_as_kafka_connect_json() {
     assert_eq!(versions_seen.into_iter().collect::<Vec<_>>(), vec![0, 1, 2]);
 }
 
-/// Reads `at_least` messages from every partition of `topic` (failing after 30 s).
-fn consume(topic: &str, at_least: usize) -> Vec<Vec<u8>> {
+/// A consumer of every partition of `topic`, from the beginning; and the partition count.
+fn read_from_the_beginning(topic: &str) -> (BaseConsumer, i32) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", "riskflow-tests")
@@ -502,6 +491,12 @@ fn consume(topic: &str, at_least: usize) -> Vec<Vec<u8>> {
             .unwrap();
     }
     consumer.assign(&assignment).unwrap();
+    (consumer, partitions)
+}
+
+/// Reads `at_least` messages from every partition of `topic` (failing after 30 s).
+fn consume(topic: &str, at_least: usize) -> Vec<Vec<u8>> {
+    let (consumer, _) = read_from_the_beginning(topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.len() < at_least && Instant::now() < deadline {
