@@ -299,40 +299,49 @@ impl KafkaSource {
         queues: &BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
         taken: &mut Taken,
     ) -> Result<(), SourceError> {
-        let until_complete = self.options.until_complete;
-        let holds_frontier = |s: &PartitionState| !(s.complete && until_complete);
-        let mut order: Vec<(u64, i32)> = self
-            .partitions
-            .iter()
-            .map(|(&p, state)| (state.epoch, p))
-            .collect();
-        order.sort_unstable();
-        let frontier = self
-            .partitions
-            .values()
-            .filter(|s| holds_frontier(s))
-            .map(|s| s.epoch)
-            .min();
-        let limit = frontier.map_or(u64::MAX, |f| f.saturating_add(READ_AHEAD_EPOCHS));
         let mut budget = POLL_BUDGET;
-        for (_, p) in order {
-            let Some(queue) = queues.get(&p) else {
-                continue;
-            };
-            while budget > 0 && self.partitions.get(&p).is_some_and(|s| s.epoch <= limit) {
-                match queue.poll(Duration::ZERO) {
-                    None => break,
-                    Some(Ok(message)) => {
-                        budget -= 1;
-                        self.take(&Fields::of(&message), taken)?;
-                    }
-                    Some(Err(error)) => {
-                        return Err(self.options.error(format!("reading: {error}")))
+        loop {
+            let frontier = self.partition_frontier();
+            let limit = frontier.saturating_add(READ_AHEAD_EPOCHS);
+            let mut order: Vec<(u64, i32)> = self
+                .partitions
+                .iter()
+                .map(|(&p, state)| (state.epoch, p))
+                .collect();
+            order.sort_unstable();
+            for (_, p) in order {
+                let Some(queue) = queues.get(&p) else {
+                    continue;
+                };
+                while budget > 0 && self.partitions.get(&p).is_some_and(|s| s.epoch <= limit) {
+                    match queue.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(message)) => {
+                            budget -= 1;
+                            self.take(&Fields::of(&message), taken)?;
+                        }
+                        Some(Err(error)) => {
+                            return Err(self.options.error(format!("reading: {error}")))
+                        }
                     }
                 }
             }
+            // Once the frontier moved, partitions held back may be read on at once.
+            if budget == 0 || self.partition_frontier() == frontier {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// The least epoch of the partitions that still hold the input back (`u64::MAX` when none
+    /// does).
+    fn partition_frontier(&self) -> u64 {
+        self.partitions
+            .values()
+            .filter(|p| !(p.complete && self.options.until_complete))
+            .map(|p| p.epoch)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Takes one message: a marker moves its partition's epoch on; a row joins the chunk of its
@@ -512,13 +521,7 @@ impl Source for KafkaSource {
 
     fn frontier(&self) -> u64 {
         let open = match self.options.format {
-            MessageFormat::Riskflow => self
-                .partitions
-                .values()
-                .filter(|p| !(p.complete && self.options.until_complete))
-                .map(|p| p.epoch)
-                .min()
-                .unwrap_or(u64::MAX),
+            MessageFormat::Riskflow => self.partition_frontier(),
             MessageFormat::JsonArray if self.finished() => u64::MAX,
             MessageFormat::JsonArray => self.batch_epoch,
         };
