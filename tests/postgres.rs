@@ -249,7 +249,9 @@ fn both_dialects_equal_postgres_window_functions_and_the_sqlite_run() {
 #[test]
 fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), "in.csv", 150_000, "2008-2013", &["--quirks"]);
+    // Sized, and the kills timed, so that they land while the run still has work: with a
+    // writer per worker the whole run takes about two seconds here.
+    let input = generate(dir.path(), "in.csv", 250_000, "2008-2013", &["--quirks"]);
     let server = server();
     let reference = fresh_database(&server, "run_ref");
     run_features(&input, &reference);
@@ -257,7 +259,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
 
     let url = fresh_database(&server, "run_killed");
     let args = restartable_run_args(&input, &url);
-    let hits = kill_and_restart(&args, 6, 400, || pg_committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 150, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running process");
     let actual = store_tables(&url);
     for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
