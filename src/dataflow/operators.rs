@@ -564,7 +564,8 @@ pub trait WriteToStore<'scope> {
 }
 
 /// Writes the rows routed to this worker (any worker but 0, on a shared store), over a
-/// connection of its own, without a checkpoint; the output's frontier passes an epoch once its rows are durable here.
+/// connection of its own, without a checkpoint; the output's frontier passes an epoch once its
+/// rows are durable here.
 /// A plan item makes the store take on the newer plan first (the catalog watcher has already
 /// evolved the store's schema, see [`crate::sink::Sink::adopt`]).
 pub trait WriteRows<'scope> {

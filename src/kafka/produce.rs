@@ -180,6 +180,7 @@ impl Replay<'_> {
         let partition = ((row - 1) % self.partitions as u64) as i32;
         let mut digits = itoa::Buffer::new();
         let mut length_digits = itoa::Buffer::new();
+        let row_key = digits.format(row).as_bytes();
         let json;
         let key;
         let (payload, key, headers): (&[u8], Option<&[u8]>, Option<OwnedHeaders>) =
@@ -187,14 +188,14 @@ impl Replay<'_> {
                 // The row number is the key: unlike a header, it costs librdkafka no
                 // allocation of its own (a header list was most of the per-message work).
                 MessageFormat::Riskflow => match oversized {
-                    None => (raw, Some(digits.format(row).as_bytes()), None),
+                    None => (raw, Some(row_key), None),
                     Some(full_length) => {
                         let headers = OwnedHeaders::new().insert(Header {
                             key: OVERSIZED_HEADER,
                             value: Some(length_digits.format(full_length)),
                         });
                         let head = &raw[..raw.len().min(OVERSIZED_HEAD_BYTES)];
-                        (head, Some(digits.format(row).as_bytes()), Some(headers))
+                        (head, Some(row_key), Some(headers))
                     }
                 },
                 MessageFormat::JsonArray => {
