@@ -267,7 +267,7 @@ pub struct KafkaArgs {
     /// The inflow topic.
     #[arg(long, env = "RISKFLOW_TOPIC", default_value = "inflow")]
     pub topic: String,
-    /// How rows are encoded: riskflow (CSV record, `_row` header) or json-array (the original
+    /// How rows are encoded: riskflow (CSV record, `_row` as the key) or json-array (the original
     /// producer's format; arrival order, not reproducible).
     #[arg(long, value_enum, default_value_t = MessageFormat::Riskflow)]
     pub format: MessageFormat,

@@ -55,7 +55,7 @@ pub const OVERSIZED_HEADER: &str = "_oversized";
 pub const OVERSIZED_HEAD_BYTES: usize = 64 * 1024;
 
 /// How long metadata and admin requests may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How rows are encoded on the inflow topic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
