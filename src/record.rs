@@ -285,6 +285,48 @@ pub fn merged_row_order<'a>(
     if runs_in_order {
         return None;
     }
+    placed_row_order(batches.clone()).or_else(|| Some(sorted_row_order(batches)))
+}
+
+/// The merged order by placing each row at its offset from the least `_row`: linear, for
+/// batches whose rows cover most of their span (a Kafka epoch's partitions, each holding every
+/// n-th row); `None` when the span is sparse or two rows share a number (left to sorting).
+fn placed_row_order<'a>(
+    batches: impl ExactSizeIterator<Item = &'a [LoanRow]>,
+) -> Option<Vec<(u32, u32)>> {
+    const EMPTY: (u32, u32) = (u32::MAX, u32::MAX);
+    let batches: Vec<&[LoanRow]> = batches.collect();
+    let rows: usize = batches.iter().map(|rows| rows.len()).sum();
+    let least = batches
+        .iter()
+        .filter_map(|rows| rows.first())
+        .map(|r| r.row)
+        .min()?;
+    let most = batches
+        .iter()
+        .filter_map(|rows| rows.last())
+        .map(|r| r.row)
+        .max()?;
+    let span = usize::try_from(most - least + 1).ok()?;
+    if span > rows.saturating_mul(4) {
+        return None;
+    }
+    let mut slots = vec![EMPTY; span];
+    for (b, rows) in batches.iter().enumerate() {
+        for (i, loan) in rows.iter().enumerate() {
+            let slot = &mut slots[(loan.row - least) as usize];
+            if *slot != EMPTY {
+                return None;
+            }
+            *slot = (b as u32, i as u32);
+        }
+    }
+    slots.retain(|slot| *slot != EMPTY);
+    Some(slots)
+}
+
+/// The merged order by sorting every row by `_row`.
+fn sorted_row_order<'a>(batches: impl ExactSizeIterator<Item = &'a [LoanRow]>) -> Vec<(u32, u32)> {
     let mut order: Vec<(u64, u32, u32)> = batches
         .enumerate()
         .flat_map(|(b, rows)| {
@@ -294,7 +336,7 @@ pub fn merged_row_order<'a>(
         })
         .collect();
     order.sort_unstable();
-    Some(order.into_iter().map(|(_, b, i)| (b, i)).collect())
+    order.into_iter().map(|(_, b, i)| (b, i)).collect()
 }
 
 /// Consecutive rows whose text columns share one buffer: the unit the dataflow moves.
@@ -443,6 +485,54 @@ mod tests {
             merged_row_order(partitions.iter().map(|r| &r[..])),
             Some(vec![(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)])
         );
+    }
+
+    /// Placing rows by their offset (dense spans) and sorting them (sparse spans, repeated
+    /// numbers) give the order of a plain sort by `(_row, batch, index)`.
+    #[test]
+    fn merged_order_equals_a_plain_sort_for_dense_sparse_and_repeated_rows() {
+        let rows = |numbers: Vec<u64>| -> Vec<LoanRow> {
+            numbers
+                .into_iter()
+                .map(|row| LoanRow {
+                    row,
+                    amount_requested: None,
+                    application_date: Date::parse("2008-01-01").unwrap(),
+                    risk_score: None,
+                    spans: [0; 7],
+                })
+                .collect()
+        };
+        let cases: Vec<Vec<Vec<u64>>> = vec![
+            // Four partitions of one epoch, every fourth row, a few dead-lettered (gaps).
+            (0..4)
+                .map(|p| (1..=400).filter(|r| r % 4 == p && r % 37 != 0).collect())
+                .collect(),
+            // Two chunks of one partition, then another partition's.
+            vec![vec![10, 13, 16], vec![19, 22], vec![11, 14, 17, 20]],
+            // Sparse: a producer that skipped most years.
+            vec![vec![5, 1_000_005], vec![7, 2_000_007]],
+            // A repeated number (never sent by riskflow's producer): kept twice, in batch order.
+            vec![vec![1, 3, 5], vec![3, 4]],
+        ];
+        for case in cases {
+            let batches: Vec<Vec<LoanRow>> = case.into_iter().map(rows).collect();
+            let mut expected: Vec<(u64, u32, u32)> = batches
+                .iter()
+                .enumerate()
+                .flat_map(|(b, rows)| {
+                    rows.iter()
+                        .enumerate()
+                        .map(move |(i, r)| (r.row, b as u32, i as u32))
+                })
+                .collect();
+            expected.sort_unstable();
+            let expected: Vec<(u32, u32)> = expected.into_iter().map(|(_, b, i)| (b, i)).collect();
+            assert_eq!(
+                merged_row_order(batches.iter().map(|r| &r[..])),
+                Some(expected)
+            );
+        }
     }
 
     #[test]
