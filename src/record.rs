@@ -464,23 +464,25 @@ impl fmt::Display for Reason {
 mod tests {
     use super::*;
 
+    /// Rows with these numbers (the other fields do not matter to their order).
+    fn loan_rows(numbers: &[u64]) -> Vec<LoanRow> {
+        numbers
+            .iter()
+            .map(|&row| LoanRow {
+                row,
+                amount_requested: None,
+                application_date: Date::parse("2008-01-01").unwrap(),
+                risk_score: None,
+                spans: [0; 7],
+            })
+            .collect()
+    }
+
     #[test]
     fn batches_are_merged_only_when_they_interleave() {
-        let rows = |numbers: &[u64]| -> Vec<LoanRow> {
-            numbers
-                .iter()
-                .map(|&row| LoanRow {
-                    row,
-                    amount_requested: None,
-                    application_date: Date::parse("2008-01-01").unwrap(),
-                    risk_score: None,
-                    spans: [0; 7],
-                })
-                .collect()
-        };
-        let runs = [rows(&[1, 2, 3]), rows(&[4, 5])];
+        let runs = [loan_rows(&[1, 2, 3]), loan_rows(&[4, 5])];
         assert_eq!(merged_row_order(runs.iter().map(|r| &r[..])), None);
-        let partitions = [rows(&[1, 3, 5]), rows(&[2, 4])];
+        let partitions = [loan_rows(&[1, 3, 5]), loan_rows(&[2, 4])];
         assert_eq!(
             merged_row_order(partitions.iter().map(|r| &r[..])),
             Some(vec![(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)])
@@ -488,21 +490,10 @@ mod tests {
     }
 
     /// Placing rows by their offset (dense spans) and sorting them (sparse spans, repeated
-    /// numbers) give the order of a plain sort by `(_row, batch, index)`.
+    /// numbers) both give the order of a plain merge that takes, again and again, the least
+    /// head of the batches (the first batch on a tie).
     #[test]
-    fn merged_order_equals_a_plain_sort_for_dense_sparse_and_repeated_rows() {
-        let rows = |numbers: Vec<u64>| -> Vec<LoanRow> {
-            numbers
-                .into_iter()
-                .map(|row| LoanRow {
-                    row,
-                    amount_requested: None,
-                    application_date: Date::parse("2008-01-01").unwrap(),
-                    risk_score: None,
-                    spans: [0; 7],
-                })
-                .collect()
-        };
+    fn merged_order_equals_a_plain_merge_for_dense_sparse_and_repeated_rows() {
         let cases: Vec<Vec<Vec<u64>>> = vec![
             // Four partitions of one epoch, every fourth row, a few dead-lettered (gaps).
             (0..4)
@@ -516,21 +507,20 @@ mod tests {
             vec![vec![1, 3, 5], vec![3, 4]],
         ];
         for case in cases {
-            let batches: Vec<Vec<LoanRow>> = case.into_iter().map(rows).collect();
-            let mut expected: Vec<(u64, u32, u32)> = batches
-                .iter()
-                .enumerate()
-                .flat_map(|(b, rows)| {
-                    rows.iter()
-                        .enumerate()
-                        .map(move |(i, r)| (r.row, b as u32, i as u32))
-                })
-                .collect();
-            expected.sort_unstable();
-            let expected: Vec<(u32, u32)> = expected.into_iter().map(|(_, b, i)| (b, i)).collect();
+            let batches: Vec<Vec<LoanRow>> = case.iter().map(|c| loan_rows(c)).collect();
+            let mut heads = vec![0usize; case.len()];
+            let mut expected = Vec::new();
+            while let Some(b) = (0..case.len())
+                .filter(|&b| heads[b] < case[b].len())
+                .min_by_key(|&b| (case[b][heads[b]], b))
+            {
+                expected.push((b as u32, heads[b] as u32));
+                heads[b] += 1;
+            }
             assert_eq!(
                 merged_row_order(batches.iter().map(|r| &r[..])),
-                Some(expected)
+                Some(expected),
+                "{case:?}"
             );
         }
     }
