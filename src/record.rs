@@ -285,17 +285,15 @@ pub fn merged_row_order<'a>(
     if runs_in_order {
         return None;
     }
-    placed_row_order(batches.clone()).or_else(|| Some(sorted_row_order(batches)))
+    let batches: Vec<&[LoanRow]> = batches.collect();
+    placed_row_order(&batches).or_else(|| Some(sorted_row_order(&batches)))
 }
 
 /// The merged order by placing each row at its offset from the least `_row`: linear, for
 /// batches whose rows cover most of their span (a Kafka epoch's partitions, each holding every
 /// n-th row); `None` when the span is sparse or two rows share a number (left to sorting).
-fn placed_row_order<'a>(
-    batches: impl ExactSizeIterator<Item = &'a [LoanRow]>,
-) -> Option<Vec<(u32, u32)>> {
+fn placed_row_order(batches: &[&[LoanRow]]) -> Option<Vec<(u32, u32)>> {
     const EMPTY: (u32, u32) = (u32::MAX, u32::MAX);
-    let batches: Vec<&[LoanRow]> = batches.collect();
     let rows: usize = batches.iter().map(|rows| rows.len()).sum();
     let least = batches
         .iter()
@@ -326,8 +324,9 @@ fn placed_row_order<'a>(
 }
 
 /// The merged order by sorting every row by `_row`.
-fn sorted_row_order<'a>(batches: impl ExactSizeIterator<Item = &'a [LoanRow]>) -> Vec<(u32, u32)> {
+fn sorted_row_order(batches: &[&[LoanRow]]) -> Vec<(u32, u32)> {
     let mut order: Vec<(u64, u32, u32)> = batches
+        .iter()
         .enumerate()
         .flat_map(|(b, rows)| {
             rows.iter()
