@@ -315,6 +315,12 @@ impl RunReport {
 /// the throughput of a file run).
 const MAX_PARK: Duration = Duration::from_micros(100);
 
+/// Longest a worker sleeps while it holds its source back for the store to catch up. The
+/// store writer's commit wakes the worker whose sink it is, and that worker's progress wakes the
+/// others; with the short bound above, workers waiting on a slow store spent a fifth of a run
+/// into PostgreSQL waking up to find nothing to do.
+const HELD_BACK_PARK: Duration = Duration::from_millis(5);
+
 /// How many rows of each version the report keeps for display.
 const PREVIEW_ROWS: usize = 4;
 
@@ -586,7 +592,7 @@ pub fn run(
                     handle.plans.flush();
                 }
             }
-            let mut fed = false;
+            let (mut fed, mut held_back) = (false, false);
             match (&mut my_source, &mut input) {
                 (Some(source), Some(handle)) => {
                     // Bound memory: read on only while few epochs are open. (A source past its
@@ -594,7 +600,8 @@ pub fn run(
                     let open = handle.time();
                     let ahead =
                         durable.is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
-                    if !ahead || open == Epoch::MAX {
+                    held_back = ahead && open != Epoch::MAX;
+                    if !held_back {
                         match source.poll() {
                             Ok(Poll::Ready(chunk)) => {
                                 handle.raw.send(chunk);
@@ -636,6 +643,8 @@ pub fn run(
             }
             if fed {
                 worker.step();
+            } else if held_back {
+                worker.step_or_park(Some(HELD_BACK_PARK));
             } else {
                 let wait = my_source.as_ref().map_or(MAX_PARK, |s| s.idle_wait());
                 worker.step_or_park(Some(wait));

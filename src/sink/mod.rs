@@ -6,6 +6,7 @@
 
 mod csv;
 mod postgres;
+mod postgres_copy;
 mod s3_staging;
 mod sqlite;
 mod sqlite_insert;

@@ -16,6 +16,7 @@
 //! connection (the log says so) until it returns; the write is idempotent, so a commit whose
 //! acknowledgement was lost is simply repeated. Other errors stop the run, naming the table.
 
+use super::postgres_copy::CopyRows;
 use super::s3_staging::{CsvRow, S3Staging, StagedCsv, Uploader};
 use super::{
     checkpoint_json, parse_checkpoint, stat_base, value_at_column, EpochBatch, Sink, SinkError,
@@ -25,7 +26,6 @@ use crate::checkpoint::{Checkpoint, Resume};
 use crate::features::{ColumnType, FeatureDef};
 use crate::plan::FeaturePlan;
 use crate::record::{Date, RowRef, TextField, BASE_COLUMNS};
-use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
@@ -350,7 +350,11 @@ impl PostgresSink {
         let names = self.column_names();
         let dialect = self.dialect;
         let value_at_column = self.value_at_column.clone();
-        let types = self.copy_types();
+        let feature_types = self
+            .columns
+            .iter()
+            .map(|(_, def)| def.column_type)
+            .collect();
         let staging_ddl = self.staging_ddl();
         let statements = &mut self.statements;
         let client = self.client.as_mut().expect("connected");
@@ -360,12 +364,12 @@ impl PostgresSink {
                 let sink = tx.copy_in(&format!(
                     "COPY {table}_staging ({names}) FROM STDIN (FORMAT binary)"
                 ))?;
-                let mut writer = BinaryCopyInWriter::new(sink, &types);
+                let mut copy = CopyRows::new(sink, feature_types, now);
                 for row in batch.rows() {
-                    let values = RowValues::of(row, &value_at_column, now);
-                    writer.write_raw(values.params())?;
+                    copy.write(row, &value_at_column)
+                        .map_err(connection_error)?;
                 }
-                writer.finish()?;
+                copy.finish().map_err(connection_error)?.finish()?;
                 // An epoch's rows are new to the table unless its first commit's acknowledgement
                 // was lost or another source stored the same records: try them all at once, and
                 // only on a key conflict take back that attempt and insert the rows the table
@@ -468,26 +472,6 @@ impl PostgresSink {
             .put(&self.table, batch.epoch, body)
             .map(Some)
             .map_err(failed)
-    }
-
-    fn copy_types(&self) -> Vec<Type> {
-        let mut types = vec![
-            Type::FLOAT8,
-            Type::DATE,
-            Type::TEXT,
-            Type::FLOAT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-        ];
-        types.extend(self.columns.iter().map(|(_, def)| match def.column_type {
-            ColumnType::Double => Type::FLOAT8,
-            ColumnType::Real => Type::FLOAT4,
-        }));
-        types.extend([Type::INT8, Type::INT4, Type::TIMESTAMPTZ]);
-        types
     }
 }
 
@@ -805,6 +789,17 @@ fn is_retriable(error: &postgres::Error) -> bool {
                 ]
                 .contains(code)
         }
+    }
+}
+
+/// The connection's error inside an `io::Error` from a `COPY`'s writer, which wraps no other kind.
+fn connection_error(error: std::io::Error) -> postgres::Error {
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<postgres::Error>())
+    {
+        Some(Ok(error)) => *error,
+        _ => unreachable!("a COPY writer's errors are its connection's"),
     }
 }
 
