@@ -315,10 +315,12 @@ impl RunReport {
 /// the throughput of a file run).
 const MAX_PARK: Duration = Duration::from_micros(100);
 
-/// Longest a worker sleeps while it holds its source back for the store to catch up. The
-/// store writer's commit wakes the worker whose sink it is, and that worker's progress wakes the
-/// others; with the short bound above, workers waiting on a slow store spent a fifth of a run
-/// into PostgreSQL waking up to find nothing to do.
+/// Longest a worker sleeps while its source, or the source of a worker that has one, is held
+/// back for the store to catch up. The store writer's commit wakes the worker whose sink it is,
+/// and that worker's progress wakes the others. With the short bound above, workers waiting on a
+/// slow store spent a fifth of a run into PostgreSQL waking up to find nothing to do (the worker
+/// without a source: 1.9 s of CPU in a 13 s run, 0.46 s with this one); the short bound stays
+/// for the rest, where waking early was measured to keep a file run faster.
 const HELD_BACK_PARK: Duration = Duration::from_millis(5);
 
 /// How many rows of each version the report keeps for display.
@@ -332,6 +334,9 @@ pub struct RunState {
     records_read: AtomicU64,
     filtered: AtomicU64,
     failed: AtomicBool,
+    /// A source of this process is waiting for the store to catch up: a worker without a
+    /// source has nothing to hurry for either.
+    source_held_back: AtomicBool,
     error: Mutex<Option<RunError>>,
     report: Mutex<RunReport>,
     stop: Mutex<StopVotes>,
@@ -601,6 +606,7 @@ pub fn run(
                     let ahead =
                         durable.is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
                     held_back = ahead && open != Epoch::MAX;
+                    state.source_held_back.store(held_back, Ordering::Relaxed);
                     if !held_back {
                         match source.poll() {
                             Ok(Poll::Ready(chunk)) => {
@@ -643,7 +649,9 @@ pub fn run(
             }
             if fed {
                 worker.step();
-            } else if held_back {
+            } else if held_back
+                || (my_source.is_none() && state.source_held_back.load(Ordering::Relaxed))
+            {
                 worker.step_or_park(Some(HELD_BACK_PARK));
             } else {
                 let wait = my_source.as_ref().map_or(MAX_PARK, |s| s.idle_wait());
