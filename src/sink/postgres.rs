@@ -846,35 +846,50 @@ fn insert_values<P: AsParams>(
         return Ok(());
     };
     let width = first.params().len();
-    let mut sql = format!("INSERT INTO {into} VALUES ");
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * width);
-    for (r, row) in rows.iter().enumerate() {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..width {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            write!(sql, "${}", r * width + c + 1).expect("string");
-        }
-        sql.push(')');
-        params.extend(row.params());
-    }
-    sql.push(' ');
-    sql.push_str(suffix);
-    let statement = match statements.get(&sql) {
+    let shape = StatementShape {
+        into: into.to_owned(),
+        rows: rows.len(),
+        suffix: suffix.to_owned(),
+    };
+    let statement = match statements.get(&shape) {
         Some(statement) => statement.clone(),
         None => {
+            let mut sql = format!("INSERT INTO {into} VALUES ");
+            for r in 0..rows.len() {
+                sql.push_str(if r == 0 { "(" } else { ", (" });
+                for c in 0..width {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    write!(sql, "${}", r * width + c + 1).expect("string");
+                }
+                sql.push(')');
+            }
+            sql.push(' ');
+            sql.push_str(suffix);
             let statement = tx.prepare(&sql)?;
-            statements.insert(sql, statement.clone());
+            statements.insert(shape, statement.clone());
             statement
         }
     };
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(rows.len() * width);
+    for row in rows {
+        params.extend(row.params());
+    }
     tx.execute(&statement, &params).map(|_| ())
 }
 
-/// Statements prepared on the current connection, by their SQL (multi-row inserts are long to
-/// parse; each shape is prepared once per connection).
-type Statements = std::collections::HashMap<String, postgres::Statement>;
+/// Statements prepared on the current connection, by their shape (multi-row inserts are long to
+/// write out and to parse; each shape is prepared once per connection).
+type Statements = std::collections::HashMap<StatementShape, postgres::Statement>;
+
+/// A multi-row `INSERT INTO {into} VALUES … {suffix}` of `rows` rows.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct StatementShape {
+    into: String,
+    rows: usize,
+    suffix: String,
+}
 
 /// Inserts rows into `table`: a row whose key is already there has its `replace` columns
 /// replaced, or is left as it is when `replace` is empty. `ON CONFLICT` in PostgreSQL; in
