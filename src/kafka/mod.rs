@@ -24,6 +24,7 @@
 //! Everything is readable with standard tools, e.g.
 //! `kcat -C -b HOST:PORT -t inflow -f '%p %o %k %h %s\n'`.
 
+mod batch;
 mod outflow;
 mod produce;
 mod source;

@@ -6,6 +6,7 @@
 //! made durable; auto-commit is off (the committed group offsets are for monitoring: where a
 //! stream resumes is the store's checkpoint, committed with the rows, see [`crate::checkpoint`]).
 
+use super::batch::{BatchReader, RawMessage};
 use super::{
     base_config, KafkaError, Marker, MessageFormat, LEGACY_ROW_HEADER, MARKER_HEADER,
     OVERSIZED_HEADER, REQUEST_TIMEOUT,
@@ -139,12 +140,19 @@ struct Taken {
     arrived: Vec<ArrivedRow>,
 }
 
+/// A partition split off the consumer's queue, and the handle its messages are read through.
+struct PartitionReader {
+    /// Keeps the partition off the consumer's queue and the worker's wake-up callback set.
+    _queue: PartitionQueue<DefaultConsumerContext>,
+    reader: BatchReader,
+}
+
 /// One worker's share of the inflow topic.
 pub struct KafkaSource {
     consumer: Arc<BaseConsumer>,
     /// Each partition's own queue (rows with row numbers): read in the order that closes epochs
     /// soonest. Empty for json-array, whose partitions share the consumer's queue.
-    queues: BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
+    queues: BTreeMap<i32, PartitionReader>,
     options: StreamOptions,
     partitions: BTreeMap<i32, PartitionState>,
     /// Chunks read but not yet handed out.
@@ -239,7 +247,16 @@ impl KafkaSource {
                         ))
                     })?;
                 queue.set_nonempty_callback(wake.clone());
-                queues.insert(p, queue);
+                let reader = BatchReader::open(&consumer, &options.topic, p).ok_or_else(|| {
+                    KafkaError::Other(format!("no queue for partition {p} of {}", options.topic))
+                })?;
+                queues.insert(
+                    p,
+                    PartitionReader {
+                        _queue: queue,
+                        reader,
+                    },
+                );
             }
         }
         tracing::info!(topic = options.topic.as_str(), partitions = ?mine, worker = index, "Reading partitions.");
@@ -287,8 +304,8 @@ impl KafkaSource {
             }
         }
         if !self.queues.is_empty() {
-            let queues = std::mem::take(&mut self.queues);
-            let read = self.fetch_partitions(&queues, &mut taken);
+            let mut queues = std::mem::take(&mut self.queues);
+            let read = self.fetch_partitions(&mut queues, &mut taken);
             self.queues = queues;
             read?;
         }
@@ -305,7 +322,7 @@ impl KafkaSource {
     /// fetching it and fetches the lagging ones instead.
     fn fetch_partitions(
         &mut self,
-        queues: &BTreeMap<i32, PartitionQueue<DefaultConsumerContext>>,
+        queues: &mut BTreeMap<i32, PartitionReader>,
         taken: &mut Taken,
     ) -> Result<(), SourceError> {
         let mut budget = POLL_BUDGET;
@@ -319,20 +336,18 @@ impl KafkaSource {
                 .collect();
             order.sort_unstable();
             for (_, p) in order {
-                let Some(queue) = queues.get(&p) else {
+                let Some(queue) = queues.get_mut(&p) else {
                     continue;
                 };
                 while budget > 0 && self.partitions.get(&p).is_some_and(|s| s.epoch <= limit) {
-                    match queue.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Ok(message)) => {
-                            budget -= 1;
-                            self.take(&Fields::of(&message), taken)?;
-                        }
-                        Some(Err(error)) => {
-                            return Err(self.options.error(format!("reading: {error}")))
-                        }
+                    let read = queue.reader.read(budget, |message| match message {
+                        Ok(message) => self.take(&Fields::of_raw(&message), taken),
+                        Err(error) => Err(self.options.error(format!("reading: {error}"))),
+                    })?;
+                    if read == 0 {
+                        break;
                     }
+                    budget -= read;
                 }
             }
             // Once the frontier moved, partitions held back may be read on at once.
@@ -634,34 +649,70 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// A message of the consumer's own queue.
     fn of(message: &'a BorrowedMessage<'a>) -> Fields<'a> {
-        let number = |value: Option<&[u8]>| {
-            value
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let mut fields = Fields {
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp: message.timestamp().to_millis().unwrap_or(0),
-            payload: message.payload().unwrap_or_default(),
-            marker: false,
-            row: number(message.key()),
-            oversized: None,
-        };
+        let mut fields = Fields::new(
+            message.partition(),
+            message.offset(),
+            message.timestamp().to_millis(),
+            message.payload().unwrap_or_default(),
+            message.key(),
+        );
         if let Some(headers) = message.headers() {
             for header in headers.iter() {
-                match header.key {
-                    MARKER_HEADER => fields.marker = true,
-                    // Where riskflow put the row number before it moved to the key.
-                    LEGACY_ROW_HEADER => fields.row = fields.row.or(number(header.value)),
-                    OVERSIZED_HEADER => fields.oversized = number(header.value),
-                    _ => {}
-                }
+                fields.header(header.key, header.value);
             }
         }
         fields
     }
+
+    /// A message of a partition's own queue.
+    fn of_raw(message: &RawMessage<'a>) -> Fields<'a> {
+        let mut fields = Fields::new(
+            message.partition(),
+            message.offset(),
+            message.timestamp_ms(),
+            message.payload(),
+            message.key(),
+        );
+        message.for_each_header(|name, value| fields.header(name, value));
+        fields
+    }
+
+    fn new(
+        partition: i32,
+        offset: i64,
+        timestamp: Option<i64>,
+        payload: &'a [u8],
+        key: Option<&[u8]>,
+    ) -> Fields<'a> {
+        Fields {
+            partition,
+            offset,
+            timestamp: timestamp.unwrap_or(0),
+            payload,
+            marker: false,
+            row: decimal(key),
+            oversized: None,
+        }
+    }
+
+    fn header(&mut self, name: &str, value: Option<&[u8]>) {
+        match name {
+            MARKER_HEADER => self.marker = true,
+            // Where riskflow put the row number before it moved to the key.
+            LEGACY_ROW_HEADER => self.row = self.row.or(decimal(value)),
+            OVERSIZED_HEADER => self.oversized = decimal(value),
+            _ => {}
+        }
+    }
+}
+
+/// A whole number written out in decimal.
+fn decimal(value: Option<&[u8]>) -> Option<u64> {
+    value
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Re-encodes the original producer's JSON array as a CSV record (strings as they are, numbers
