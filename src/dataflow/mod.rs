@@ -334,8 +334,10 @@ pub struct RunState {
     records_read: AtomicU64,
     filtered: AtomicU64,
     failed: AtomicBool,
-    /// A source of this process is waiting for the store to catch up: a worker without a
-    /// source has nothing to hurry for either.
+    /// The last of this process's sources to poll was waiting for the store to catch up: a
+    /// worker without a source has nothing to hurry for either. (With several sources, e.g. a
+    /// stream with more workers than partitions, they take turns setting it; a sourceless worker
+    /// then only parks longer or shorter.)
     source_held_back: AtomicBool,
     error: Mutex<Option<RunError>>,
     report: Mutex<RunReport>,
