@@ -22,4 +22,5 @@ pub mod record;
 pub mod sink;
 pub mod source;
 pub mod status;
+pub mod swar;
 pub mod time;

@@ -264,8 +264,13 @@ impl LoanRow {
 
     /// The field's UTF-8 bytes (for writers; skips the char-boundary checks of `text`).
     pub fn text_bytes<'t>(&self, buffer: &'t str, field: TextField) -> &'t [u8] {
+        &buffer.as_bytes()[self.text_span(field)]
+    }
+
+    /// Where the field lies in the buffer the row was parsed into.
+    pub fn text_span(&self, field: TextField) -> std::ops::Range<usize> {
         let i = field as usize;
-        &buffer.as_bytes()[self.spans[i] as usize..self.spans[i + 1] as usize]
+        self.spans[i] as usize..self.spans[i + 1] as usize
     }
 }
 

@@ -5,6 +5,7 @@
 use super::{value_at_column, EpochBatch, Sink, SinkError, StoredRow};
 use crate::plan::FeaturePlan;
 use crate::record::{TextField, BASE_COLUMNS};
+use crate::swar;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -62,13 +63,31 @@ impl CsvSink {
 
 /// Appends `field`, quoted when it holds a comma, quote or line break.
 pub fn push_csv_field(line: &mut Vec<u8>, field: &[u8]) {
-    if field
-        .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-    {
+    if needs_quotes(field) {
         push_quoted_csv_field(line, field);
     } else {
         line.extend_from_slice(field);
+    }
+}
+
+/// Whether `text` holds a comma, quote or line break.
+fn needs_quotes(text: &[u8]) -> bool {
+    swar::contains_any(text, [b',', b'"', b'\n', b'\r'])
+}
+
+/// Appends `buffer[span]`. A span of up to 16 bytes with 16 bytes of buffer from its start is
+/// copied as those 16 bytes, the excess then cut off: for a few bytes, cheaper than a call to
+/// `memcpy`.
+fn push_span(line: &mut Vec<u8>, buffer: &[u8], span: std::ops::Range<usize>) {
+    const SHORT: usize = 16;
+    let len = span.len();
+    match buffer.get(span.start..span.start + SHORT) {
+        Some(bytes) if len <= SHORT => {
+            let bytes: &[u8; SHORT] = bytes.try_into().expect("16 bytes");
+            line.extend_from_slice(bytes);
+            line.truncate(line.len() - (SHORT - len));
+        }
+        _ => line.extend_from_slice(&buffer[span]),
     }
 }
 
@@ -89,7 +108,7 @@ pub fn push_quoted_csv_field(line: &mut Vec<u8>, field: &[u8]) {
 fn push_number(
     line: &mut Vec<u8>,
     value: Option<f64>,
-    floats: &mut ryu::Buffer,
+    floats: &mut zmij::Buffer,
     integers: &mut itoa::Buffer,
 ) {
     let Some(v) = value else { return };
@@ -120,21 +139,33 @@ fn formatting_threads() -> usize {
 /// Appends `rows` as CSV lines (`value_at_column`: per version, per feature column, which of
 /// the row's values goes there).
 fn format_rows(value_at_column: &[Vec<Option<usize>>], rows: &[StoredRow<'_>], text: &mut Vec<u8>) {
-    let mut numbers = ryu::Buffer::new();
+    let mut numbers = zmij::Buffer::new();
     let mut integers = itoa::Buffer::new();
-    let mut date = [0u8; 10];
+    // Rows come in date order, mostly: a date is written out once for a run of rows.
+    let (mut date, mut date_text) = (None, [0u8; 10]);
     for &(loan, version, values) in rows {
         let line = &mut *text;
         push_number(line, loan.amount_requested, &mut numbers, &mut integers);
         line.push(b',');
-        line.extend_from_slice(loan.application_date.write_iso(&mut date).as_bytes());
+        if date != Some(loan.application_date) {
+            date = Some(loan.application_date);
+            loan.application_date.write_iso(&mut date_text);
+        }
+        line.extend_from_slice(&date_text);
         line.push(b',');
-        push_csv_field(line, loan.text_bytes(TextField::LoanTitle));
+        // One look at all the row's text (its fields lie side by side) decides for each field.
+        let all_text = &loan.buffer.as_bytes()[loan.spans[0] as usize..loan.spans[6] as usize];
+        let quoting = needs_quotes(all_text);
+        let push_text = |line: &mut Vec<u8>, field: TextField| match quoting {
+            true => push_csv_field(line, loan.text_bytes(field)),
+            false => push_span(line, loan.buffer.as_bytes(), loan.text_span(field)),
+        };
+        push_text(line, TextField::LoanTitle);
         line.push(b',');
         push_number(line, loan.risk_score, &mut numbers, &mut integers);
         for field in TextField::AFTER_RISK_SCORE {
             line.push(b',');
-            push_csv_field(line, loan.text_bytes(field));
+            push_text(line, field);
         }
         for value_index in &value_at_column[version as usize] {
             line.push(b',');
@@ -246,7 +277,7 @@ mod tests {
 
     #[test]
     fn numbers_print_like_the_float_formatter() {
-        let (mut floats, mut integers) = (ryu::Buffer::new(), itoa::Buffer::new());
+        let (mut floats, mut integers) = (zmij::Buffer::new(), itoa::Buffer::new());
         for v in [
             0.0,
             -0.0,
@@ -264,7 +295,7 @@ mod tests {
             push_number(&mut line, Some(v), &mut floats, &mut integers);
             assert_eq!(
                 String::from_utf8(line).unwrap(),
-                ryu::Buffer::new().format(v),
+                zmij::Buffer::new().format(v),
                 "{v}"
             );
         }

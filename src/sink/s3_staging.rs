@@ -204,7 +204,7 @@ impl StagedCsv {
         line.clear();
         let loan = row.row.loan;
         let number = |line: &mut Vec<u8>, value: Option<f64>| match value {
-            Some(v) => line.extend_from_slice(ryu::Buffer::new().format(v).as_bytes()),
+            Some(v) => line.extend_from_slice(zmij::Buffer::new().format(v).as_bytes()),
             None => line.extend_from_slice(b"\\N"),
         };
         // Always quoted: an unquoted `\N` would read as NULL.
@@ -226,7 +226,7 @@ impl StagedCsv {
         for &(value, real) in row.features {
             match (value, real) {
                 (Some(v), true) => {
-                    line.extend_from_slice(ryu::Buffer::new().format(v as f32).as_bytes())
+                    line.extend_from_slice(zmij::Buffer::new().format(v as f32).as_bytes())
                 }
                 _ => number(line, value),
             }
