@@ -47,3 +47,23 @@ for ext in csv csv.gz; do
         done
     done
 done
+
+# The yardstick of issue 2: the same job in Polars (scripts/bench-polars.py) against riskflow's
+# CSV export, alternately, on one well-formed file (Polars stops at a malformed record).
+# POLARS=0 skips it; Polars is installed into target/bench/venv when Python lacks it.
+[ "${POLARS:-1}" = 0 ] && exit 0
+python=python3
+if ! python3 -c 'import polars' 2>/dev/null; then
+    [ -x "$dir/venv/bin/python" ] || python3 -m venv "$dir/venv"
+    "$dir/venv/bin/python" -c 'import polars' 2>/dev/null || "$dir/venv/bin/pip" install -q polars
+    python="$dir/venv/bin/python"
+fi
+clean="$dir/clean_${ROWS}.csv"
+[ -f "$clean" ] || "$bin" gen --rows "$ROWS" --years 2007-2018 --out "$clean" >/dev/null
+echo "the same well-formed file, alternately (riskflow -w 2 into csv:, Polars $("$python" -c 'import polars; print(polars.__version__)'))"
+for round in 1 2 3; do
+    sync
+    measure "riskflow, round $round" "$bin" run dataflows/features.toml --input "$clean" --store "csv:$dir/out_clean.csv" -w 2 -q
+    sync
+    "$python" scripts/bench-polars.py "$clean" "$dir/out_polars.csv" "$ROWS"
+done

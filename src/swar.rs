@@ -8,9 +8,12 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// The eight bytes from `at` as a little-endian word; bytes past the end read as zeros.
 pub fn word_at(bytes: &[u8], at: usize) -> u64 {
-    match bytes.get(at..at + 8) {
-        Some(eight) => u64::from_le_bytes(eight.try_into().expect("eight bytes")),
-        None => {
+    let eight = |from: usize| u64::from_le_bytes(bytes[from..from + 8].try_into().expect("8"));
+    match bytes.len().checked_sub(at) {
+        Some(8..) => eight(at),
+        // The last eight bytes, shifted down past those before `at`.
+        Some(rest @ 1..) if bytes.len() >= 8 => eight(bytes.len() - 8) >> (8 * (8 - rest)),
+        _ => {
             (bytes[at.min(bytes.len())..].iter().rev()).fold(0, |word, &b| word << 8 | u64::from(b))
         }
     }
