@@ -276,6 +276,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn spans_are_copied_exactly_whatever_their_length_and_place() {
+        let buffer: Vec<u8> = (0..40).collect();
+        for start in 0..=buffer.len() {
+            for end in start..=buffer.len() {
+                let mut line = b"before,".to_vec();
+                push_span(&mut line, &buffer, start..end);
+                assert_eq!(line[7..], buffer[start..end], "{start}..{end}");
+                assert_eq!(&line[..7], b"before,");
+            }
+        }
+    }
+
+    #[test]
     fn numbers_print_like_the_float_formatter() {
         let (mut floats, mut integers) = (zmij::Buffer::new(), itoa::Buffer::new());
         for v in [
