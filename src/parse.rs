@@ -80,6 +80,7 @@ impl RecordParser {
                 let end = commas.get(k).copied().unwrap_or(line.len());
                 &line[start..end]
             };
+            // The six text fields (the title, then the five after the score) by source position.
             let mut spans = [text.len() as u32; 7];
             for (span, k) in spans[1..].iter_mut().zip([2, 4, 5, 6, 7, 8]) {
                 text.push_str(field(k));
