@@ -1,4 +1,4 @@
-//! The store writers on one epoch of 100,000 generated rows under the default plan: the CSV
+//! The store writers on one epoch of 100,000 generated records under the default plan: the CSV
 //! export (formatting and writing a fresh file) and the SQLite store (one transaction on a store
 //! that grows as in a run), in a temporary directory.
 
@@ -7,7 +7,6 @@ use riskflow::features::{FeatureValues, Kernel};
 use riskflow::gen::{write_records, GenOptions};
 use riskflow::parse::RecordParser;
 use riskflow::plan::{FeaturePlan, FeatureSetFile};
-use riskflow::record::LoanBatch;
 use riskflow::sink::{CsvSink, EpochBatch, FeatureBatch, Sink, SqliteSink};
 use riskflow::source::RecordSplitter;
 use std::path::Path;
@@ -63,10 +62,7 @@ fn epoch(plan: &FeaturePlan) -> EpochBatch {
         current.versions.push(version);
         current.batch.rows.push(loan);
         if current.len() == ROWS_PER_BATCH {
-            batches.push(FeatureBatch {
-                batch: LoanBatch::default(),
-                ..FeatureBatch::default()
-            });
+            batches.push(FeatureBatch::default());
         }
     }
     EpochBatch {

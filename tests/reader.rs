@@ -118,16 +118,8 @@ fn the_csv_export_reads_back_as_the_sqlite_store_holds_it() {
         &["--quirks", "--crlf", "--seed", "4"],
     );
     let (db, export) = (dir.path().join("s.db"), dir.path().join("e.csv"));
-    for store in [sqlite_store(&db), format!("csv:{}", export.display())] {
-        riskflow_ok(&[
-            "run",
-            repo("dataflows/features.toml").to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--store",
-            &store,
-        ]);
-    }
+    run_features(&input, &sqlite_store(&db));
+    run_features(&input, &format!("csv:{}", export.display()));
     let exported = python_records(&export);
     let stored = rows(
         &db,
