@@ -12,7 +12,8 @@
 //! Several workers read a source's parts in parallel; each tells the store, through the
 //! dataflow, where its parts stand whenever its input moves past an epoch. The store merges
 //! those reports and only writes an epoch once every worker has passed it, so a checkpoint is
-//! always a consistent cut.
+//! always a consistent cut. In a cluster, every process runs from the checkpoint process 0 read
+//! (see [`crate::dataflow::run`]).
 
 use crate::dataflow::{Epoch, StatDelta, StatKey};
 use crate::features::{FeatureDef, Kernel, Window};
@@ -49,7 +50,7 @@ pub struct Checkpoint {
 }
 
 /// What a run resumes from: the last checkpoint and the `feature_stats` totals committed with it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resume {
     pub checkpoint: Checkpoint,
     pub stats: Vec<(StatKey, StatDelta)>,

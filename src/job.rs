@@ -268,8 +268,9 @@ fn read_resume(job: &mut Job, sink: &mut dyn Sink, history_rows: usize) -> Resul
 const LEADER_WAIT: Duration = Duration::from_secs(120);
 
 /// On a cluster process other than 0: waits until process 0 has registered the dataflow's
-/// versions and prepared the store, then reads the same plan and checkpoint (every process
-/// needs them: its sources resume from the checkpoint, and the window worker may be here).
+/// versions and prepared the store, then reads the plan (to prepare its sink). The run itself
+/// takes process 0's plan and checkpoint, which worker 0 sends to every worker
+/// ([`dataflow::run`]).
 ///
 /// On a shared store (a server) it also returns the sink this process writes its rows with;
 /// a file store is written by process 0 alone.
@@ -278,7 +279,6 @@ fn follow_leader(
     store: &StoreUrl,
     glue: Option<&GlueUrl>,
     source: String,
-    history_rows: usize,
 ) -> Result<(Job, Option<Box<dyn Sink>>), JobError> {
     let table = &dataflow.feature_set.table;
     let attempt = || -> Result<(Job, Option<Box<dyn Sink>>), JobError> {
@@ -300,23 +300,17 @@ fn follow_leader(
                 )));
             }
         }
-        let mut job = Job {
+        let job = Job {
             years: dataflow.years,
             plan: crate::plan::FeaturePlan::new(table, versions)?,
             source: source.clone(),
             resume: None,
             pinned: dataflow.pinned,
         };
-        if !store.keeps_checkpoints() {
-            // Nothing to resume from, and opening process 0's export here would truncate it.
-            return Ok((job, None));
-        }
-        let mut sink = store.open(table)?;
-        read_resume(&mut job, &mut *sink, history_rows)?;
         if !store.is_shared() {
             return Ok((job, None));
         }
-        let mut rows: Box<dyn Sink> = Box::new(AdoptingSink(sink));
+        let mut rows: Box<dyn Sink> = Box::new(AdoptingSink(store.open(table)?));
         rows.prepare(&job.plan)
             .map_err(|e| JobError::Waiting(e.to_string()))?;
         Ok((job, Some(rows)))
@@ -389,12 +383,11 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
             &target.store,
             target.catalog.as_ref(),
             identity,
-            engine.history_rows,
         )?;
         let sinks = worker_sinks(rows, &target.store, &job.plan, &engine, Ok)?;
         return Ok(dataflow::run(
             &job,
-            Box::new(|_, _| Ok(None)),
+            Box::new(|_, _, _| Ok(None)),
             sinks,
             engine,
         )?);
@@ -475,7 +468,6 @@ pub fn stream_dataflow(
             &target.store,
             target.catalog.as_ref(),
             identity,
-            target.engine.history_rows,
         )?;
         let rows = match (&target.outflow_topic, rows) {
             (Some(topic), Some(sink)) => {
@@ -514,13 +506,8 @@ pub fn stream_dataflow(
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         topic = options.topic.as_str(), partitions, store = %target.store, workers = target.engine.workers, "Streaming dataflow.");
     let stream = options.clone();
-    let from = job
-        .resume
-        .as_ref()
-        .map(|r| r.checkpoint.position.clone())
-        .unwrap_or_default();
-    let sources: dataflow::SourceFactory = Box::new(move |index, workers| {
-        KafkaSource::open(&stream, partitions, &from, index, workers)
+    let sources: dataflow::SourceFactory = Box::new(move |index, workers, from| {
+        KafkaSource::open(&stream, partitions, from, index, workers)
             .map(|source| source.map(|s| Box::new(s) as Box<dyn Source>))
             .map_err(|e| SourceError::Kafka(e.to_string()))
     });

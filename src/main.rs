@@ -1,6 +1,7 @@
 //! The `riskflow` binary: parse the command line, run, map the result to an exit code.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use riskflow::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -14,7 +15,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn")))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),

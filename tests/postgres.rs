@@ -733,6 +733,106 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     }
 }
 
+/// The processes of a cluster start at different moments, and a commit can land in between
+/// (the last transaction of a process that was just killed: the server completes it after the
+/// process is gone). Here a run alone moves the store's checkpoint on after process 1 has read
+/// the store and is connecting, and before process 0 starts: every process must resume from the
+/// newer checkpoint. Keyed windows live on both processes, so windows restored from the older
+/// checkpoint would give wrong values, not only wrong `feature_stats`.
+#[test]
+fn a_checkpoint_committed_while_a_cluster_starts_is_where_every_process_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 300_000, "2008-2013", &[]);
+    let dataflow = write_dataflow(
+        dir.path(),
+        "agree",
+        "2008-2013",
+        r#"table = "keyed_features"
+[[versions]]
+id = 0
+applies_from = "2008-01-01"
+features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_state = "ema(50) by state" }
+"#,
+    );
+    let args = |store: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            dataflow.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--store",
+            store,
+            "-w",
+            "1",
+            "--epoch-rows",
+            "4096",
+            "-q",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    const KEYED: &str = "SELECT _row, _version, risk_score, ma50, ma50_by_state, ema50_by_state \
+         FROM keyed_features ORDER BY _row, _version";
+    let tables = |url: &str| [pg_rows(url, KEYED), pg_rows(url, STATS)];
+    let server = server();
+    let reference = fresh_database(&server, "cluster_agree_ref");
+    assert!(finish(spawn_riskflow(&args(&reference, &[]))).0);
+    let expected = tables(&reference);
+
+    let url = fresh_database(&server, "cluster_agree");
+    // A run alone, killed once the store holds a checkpoint past `epoch`.
+    let run_alone_past = |epoch: i64| {
+        let mut alone = spawn_riskflow(&args(&url, &[]));
+        wait_until("the run alone to commit", Duration::from_secs(60), || {
+            pg_committed_epoch(&url) > epoch
+        });
+        alone.kill().unwrap();
+        let _ = finish(alone);
+        pg_committed_epoch(&url)
+    };
+    let first = run_alone_past(2);
+    let hosts = hostfile(dir.path(), 2);
+    let process = |p: &str| {
+        spawn_riskflow(&args(
+            &url,
+            &["--log", "info", "-n", "2", "-p", p, "--hostfile", &hosts],
+        ))
+    };
+    let mut process_1 = process("1");
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(process_1.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    while !log
+        .recv_timeout(Duration::from_secs(60))
+        .expect("process 1 logs that it connects to the cluster")
+        .contains("Connecting to the other processes of the cluster")
+    {}
+    let second = run_alone_past(first + 2);
+    assert!(second > first);
+    let (ok, _, stderr_0) = finish(process("0"));
+    assert!(ok, "process 0: {stderr_0}");
+    let (ok, _, _) = finish(process_1);
+    let stderr_1 = reader.join().unwrap();
+    assert!(ok, "process 1: {stderr_1}");
+    let actual = tables(&url);
+    for (what, (e, a)) in ["keyed_features", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_same(what, e, a);
+    }
+}
+
 /// Redshift's `COPY … FROM 's3://…'` in front of the test server (`scripts/redshift-copy-proxy.py`);
 /// returns the proxy and its `redshift://` URL for `url`'s database. Loads are logged to `log`.
 fn redshift_copy_proxy(url: &str, log: &Path) -> (Running, String) {

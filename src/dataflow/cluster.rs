@@ -151,6 +151,12 @@ impl Cluster {
         &self,
         workers: usize,
     ) -> Result<(Vec<AllocatorBuilder>, Box<dyn std::any::Any + Send>), String> {
+        tracing::info!(
+            process = self.process,
+            processes = self.addresses.len(),
+            workers,
+            "Connecting to the other processes of the cluster."
+        );
         let sockets = self.connect(workers)?;
         let hooks = Hooks::default();
         let local =

@@ -49,12 +49,14 @@ use crate::source::{Poll, RawChunk, Source, SourceError};
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::count::CountTotal;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::core::{Concatenate, Exchange, Probe};
+use timely::dataflow::operators::core::{Concatenate, Exchange, Inspect, Probe};
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
 
@@ -67,7 +69,7 @@ pub struct WindowedBatch {
 
 /// What one dataflow computes: which years of the input feed which table under which plan, and
 /// where it resumes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub years: YearRange,
     pub plan: FeaturePlan,
@@ -445,15 +447,17 @@ impl RunState {
     }
 }
 
-/// Makes the source each worker polls: `(worker index, workers)` → that worker's share of the
-/// input, or `None` when it reads nothing.
-pub type SourceFactory =
-    Box<dyn Fn(usize, usize) -> Result<Option<Box<dyn Source>>, SourceError> + Send + Sync>;
+/// Makes the source each worker polls: `(worker index, workers, where the run resumes)` → that
+/// worker's share of the input, or `None` when it reads nothing. The position is where the job
+/// the run executes resumes (in a cluster, process 0's job; see [`run`]).
+pub type SourceFactory = Box<
+    dyn Fn(usize, usize, &Position) -> Result<Option<Box<dyn Source>>, SourceError> + Send + Sync,
+>;
 
-/// A factory that gives one source (a file) to worker 0.
+/// A factory that gives one source (a file) to worker 0, opened where process 0's job resumes.
 pub fn single_source(source: Box<dyn Source>) -> SourceFactory {
     let slot = Mutex::new(Some(source));
-    Box::new(move |index, _| {
+    Box::new(move |index, _, _| {
         Ok(if index == 0 {
             slot.lock().expect("source lock").take()
         } else {
@@ -471,6 +475,10 @@ pub fn single_source(source: Box<dyn Source>) -> SourceFactory {
 /// input where it is; the run then writes exactly the epochs every worker had closed, tells the
 /// sources what is durable, and ends. Rows of epochs that were still open are left for the next
 /// run, so the store never holds an epoch that was computed from part of its rows.
+///
+/// In a cluster every process runs process 0's job (see [`process_0s_job`]): its plan and the
+/// checkpoint it read; `job` is this process's (on the others, the plan it read and no
+/// checkpoint).
 pub fn run(
     job: &Job,
     sources: SourceFactory,
@@ -501,6 +509,12 @@ pub fn run(
     let guards = timely::execute::execute_from(allocators, network, worker_config, move |worker| {
         let state = Arc::clone(&shared);
         let (index, peers) = (worker.index(), worker.peers());
+        let read_here = &job;
+        let job = if clustered {
+            process_0s_job(worker, read_here)
+        } else {
+            read_here.clone()
+        };
         // This process's sinks go to its workers in order: worker 0 writes checkpoints, the
         // others the rows routed to them.
         let first_here = options.cluster.as_ref().map_or(0, |c| c.process * workers);
@@ -513,17 +527,28 @@ pub fn run(
             window_worker: workers - 1,
             ..Writers::default()
         };
-        let sink = sinks
+        let mut sink = sinks
             .lock()
             .expect("sinks lock")
             .get_mut(index - first_here)
             .and_then(Option::take);
+        if let (Some(rows), true) = (&mut sink, job.plan != read_here.plan) {
+            // Prepared for the plan this process read; process 0 read a newer one.
+            if let Err(error) = rows.prepare(&job.plan) {
+                state.fail(error.into());
+            }
+        }
         if index == 0 {
             writers.checkpoints = sink;
         } else {
             writers.rows = sink;
         }
-        let mut my_source = sources(index, peers).unwrap_or_else(|error| {
+        let resume_at = job
+            .resume
+            .as_ref()
+            .map(|r| r.checkpoint.position.clone())
+            .unwrap_or_default();
+        let mut my_source = sources(index, peers, &resume_at).unwrap_or_else(|error| {
             state.fail(error.into());
             None
         });
@@ -684,6 +709,38 @@ pub fn run(
     report.elapsed = started.elapsed();
     report.stopped_early = state.stop_target().is_some();
     Ok(report)
+}
+
+/// Process 0's job, which every worker of a cluster runs: worker 0 sends it to every worker
+/// before the run's dataflow is built.
+///
+/// Only process 0 reads the plan it registered and the store's last checkpoint. Had each process
+/// read them on its own, a commit landing between two of those reads (the last transaction of a
+/// process that was just killed: the server completes it after the process is gone; or a version
+/// registered meanwhile) would leave processes resuming from different checkpoints, with
+/// `feature_stats` totals, window states and source positions that do not belong together.
+fn process_0s_job(worker: &mut timely::worker::Worker, job: &Job) -> Job {
+    let received: Rc<RefCell<Option<Job>>> = Rc::default();
+    let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Job>>>::new();
+    let probe = worker.dataflow::<u64, _, _>(|scope| {
+        let slot = Rc::clone(&received);
+        input
+            .to_stream(scope)
+            .broadcast()
+            .inspect(move |job| *slot.borrow_mut() = Some(job.clone()))
+            .probe()
+            .0
+    });
+    if worker.index() == 0 {
+        input.send(job.clone());
+    }
+    drop(input);
+    while !probe.done() {
+        worker.step_or_park(Some(MAX_PARK));
+    }
+    received
+        .take()
+        .expect("worker 0 sends its job to every worker")
 }
 
 /// A worker's inputs: the source's chunks, where its source parts resume, and newer plans
