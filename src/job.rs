@@ -378,12 +378,8 @@ pub fn run_dataflow(dataflow: &LoadedDataflow, target: &RunTarget) -> Result<Run
     tracing::info!(dataflow = dataflow.name.as_str(), table = dataflow.feature_set.table.as_str(), years = %dataflow.years,
         input = %target.input.display(), store = %target.store, workers = engine.workers, cluster = ?engine.cluster, "Running dataflow.");
     if !Cluster::leads(engine.cluster.as_ref()) {
-        let (job, rows) = follow_leader(
-            dataflow,
-            &target.store,
-            target.catalog.as_ref(),
-            identity,
-        )?;
+        let (job, rows) =
+            follow_leader(dataflow, &target.store, target.catalog.as_ref(), identity)?;
         let sinks = worker_sinks(rows, &target.store, &job.plan, &engine, Ok)?;
         return Ok(dataflow::run(
             &job,
@@ -463,12 +459,8 @@ pub fn stream_dataflow(
         prepare(&mut job, &mut *sink, target.engine.history_rows)?;
         (job, Some(sink))
     } else {
-        let (job, rows) = follow_leader(
-            dataflow,
-            &target.store,
-            target.catalog.as_ref(),
-            identity,
-        )?;
+        let (job, rows) =
+            follow_leader(dataflow, &target.store, target.catalog.as_ref(), identity)?;
         let rows = match (&target.outflow_topic, rows) {
             (Some(topic), Some(sink)) => {
                 let mut outflow =

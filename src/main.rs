@@ -1,8 +1,8 @@
 //! The `riskflow` binary: parse the command line, run, map the result to an exit code.
 
 use clap::Parser;
-use std::io::IsTerminal;
 use riskflow::cli::{self, Cli, LogFormat};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
