@@ -733,6 +733,84 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     }
 }
 
+/// Each line of a child's stderr as it comes, and all of it once the child is gone.
+fn log_lines(
+    child: &mut Running,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<String>,
+) {
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    (log, reader)
+}
+
+/// A run that went away may have sent its last COMMIT just before: the server completes that
+/// transaction afterwards. A run that starts meanwhile must read the checkpoint (and the totals
+/// that go with it) only once that transaction is over, never a checkpoint it then replaces.
+/// Here the test holds a transaction on `dataflow_checkpoints` while a run starts.
+#[test]
+fn a_run_reads_its_checkpoint_only_after_a_transaction_in_flight_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 100_000, "2008-2013", &["--quirks"]);
+    let server = server();
+    let reference = fresh_database(&server, "fence_ref");
+    run_features(&input, &reference);
+    let expected = store_tables(&reference);
+
+    let url = fresh_database(&server, "fence");
+    let args = cluster_run_args(&input, &url, 1);
+    let mut first = spawn_riskflow(&args);
+    wait_until("the run to commit", Duration::from_secs(60), || {
+        pg_committed_epoch(&url) > 2
+    });
+    first.kill().unwrap();
+    let _ = finish(first);
+    let mut holder = Client::connect(&url, NoTls).unwrap();
+    let mut in_flight = holder.transaction().unwrap();
+    in_flight
+        .batch_execute("UPDATE dataflow_checkpoints SET _modified_ts = now()")
+        .unwrap();
+    let mut args = args;
+    args.extend(["--log", "info"].map(String::from));
+    let mut second = spawn_riskflow(&args);
+    let (log, reader) = log_lines(&mut second);
+    let held = std::time::Instant::now() + Duration::from_millis(1500);
+    while let Some(left) = held.checked_duration_since(std::time::Instant::now()) {
+        if let Ok(line) = log.recv_timeout(left) {
+            assert!(
+                !line.contains("Resuming after the store's last checkpoint"),
+                "the run read the checkpoint while a transaction on it was in flight: {line}"
+            );
+        }
+    }
+    in_flight.commit().unwrap();
+    while !log
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the run resumes once the transaction is over")
+        .contains("Resuming after the store's last checkpoint")
+    {}
+    let (ok, _, _) = finish(second);
+    let stderr = reader.join().unwrap();
+    assert!(ok, "{stderr}");
+    let actual = store_tables(&url);
+    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
+        .iter()
+        .zip(expected.iter().zip(&actual))
+    {
+        assert_same(what, e, a);
+    }
+}
+
 /// The processes of a cluster start at different moments, and a commit can land in between
 /// (the last transaction of a process that was just killed: the server completes it after the
 /// process is gone). Here a run alone moves the store's checkpoint on after process 1 has read
@@ -801,17 +879,7 @@ features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_stat
         ))
     };
     let mut process_1 = process("1");
-    let (lines, log) = std::sync::mpsc::channel();
-    let stderr = std::io::BufReader::new(process_1.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
-            let _ = lines.send(line.clone());
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
+    let (log, reader) = log_lines(&mut process_1);
     while !log
         .recv_timeout(Duration::from_secs(60))
         .expect("process 1 logs that it connects to the cluster")

@@ -515,19 +515,41 @@ impl Sink for PostgresSink {
     fn resume(&mut self, source: &str, plan: &FeaturePlan) -> Result<Option<Resume>, SinkError> {
         let table = self.table.clone();
         let shown = self.shown.clone();
-        let client = self.client()?;
-        let found = client
+        let dialect = self.dialect;
+        let failed = |action: &str| {
+            let store = shown.clone();
+            let action = action.to_owned();
+            move |error| SinkError::Postgres {
+                store,
+                action,
+                error,
+            }
+        };
+        let mut tx = self
+            .client()?
+            .transaction()
+            .map_err(failed("read the last checkpoint"))?;
+        // A run that went away may have sent its last COMMIT just before: the server completes
+        // that transaction afterwards, holding this table's lock (every epoch writes its
+        // checkpoint) until it has. Taking the lock first means reading after it, never a
+        // checkpoint that a late commit then replaces. The checkpoint and the totals are read
+        // in this one transaction, so they belong together.
+        tx.batch_execute(match dialect {
+            Dialect::Postgres => "LOCK TABLE dataflow_checkpoints IN SHARE MODE",
+            Dialect::Redshift => "LOCK dataflow_checkpoints",
+        })
+        .map_err(failed("lock dataflow_checkpoints"))?;
+        let found = tx
             .query_opt(
                 "SELECT epoch, position, windows FROM dataflow_checkpoints
                  WHERE table_name = $1 AND source = $2",
                 &[&table, &source],
             )
-            .map_err(|error| SinkError::Postgres {
-                store: shown.clone(),
-                action: "read the last checkpoint".into(),
-                error,
-            })?;
-        let Some(found) = found else { return Ok(None) };
+            .map_err(failed("read the last checkpoint"))?;
+        let Some(found) = found else {
+            tx.commit().map_err(failed("read the last checkpoint"))?;
+            return Ok(None);
+        };
         let unusable = |why| SinkError::Checkpoint {
             store: shown.clone(),
             table: table.clone(),
@@ -536,17 +558,13 @@ impl Sink for PostgresSink {
         let epoch: i64 = found.get(0);
         let checkpoint =
             parse_checkpoint(source, epoch as u64, found.get(1), found.get(2)).map_err(unusable)?;
-        let stored = client
+        let stored = tx
             .query(
                 "SELECT _version, to_char(application_date, 'YYYY-MM-DD'), column_name, rows, nulls, sum_micros
                  FROM feature_stats WHERE table_name = $1",
                 &[&table],
             )
-            .map_err(|error| SinkError::Postgres {
-                store: shown.clone(),
-                action: "read feature_stats".into(),
-                error,
-            })?
+            .map_err(failed("read feature_stats"))?
             .iter()
             .map(|r| StoredStat {
                 version: r.get::<_, i32>(0) as u32,
@@ -557,6 +575,7 @@ impl Sink for PostgresSink {
                 sum_micros: r.get::<_, i64>(5).into(),
             })
             .collect();
+        tx.commit().map_err(failed("read feature_stats"))?;
         let stats = stat_base(plan, stored).map_err(unusable)?;
         Ok(Some(Resume {
             checkpoint,
