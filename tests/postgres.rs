@@ -115,6 +115,22 @@ fn assert_same(what: &str, expected: &[Vec<Value>], actual: &[Vec<Value>]) {
     }
 }
 
+/// Each table of `expected` equals the same table of `actual`, row for row.
+fn assert_all_same(names: &[&str], expected: &[Vec<Vec<Value>>], actual: &[Vec<Vec<Value>>]) {
+    for ((what, e), a) in names.iter().zip(expected).zip(actual) {
+        assert_same(what, e, a);
+    }
+}
+
+/// The store at `url` holds exactly the [`store_tables`] of `expected`.
+fn assert_store_equals(expected: &[Vec<Vec<Value>>; 3], url: &str) {
+    assert_all_same(
+        &["loan_features", "dead_letter", "feature_stats"],
+        expected,
+        &store_tables(url),
+    );
+}
+
 fn run_into(input: &Path, store: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "run",
@@ -261,13 +277,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     let args = restartable_run_args(&input, &url);
     let hits = kill_and_restart(&args, 6, 150, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running process");
-    let actual = store_tables(&url);
-    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_same(what, e, a);
-    }
+    assert_store_equals(&expected, &url);
 }
 
 /// The highest epoch committed to `url` (-1 before the first).
@@ -301,13 +311,7 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
     let args = stream_args_to(&topic, &url, 3, &["--until-complete"]);
     let hits = kill_and_restart(&args, 6, 400, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running stream");
-    let actual = store_tables(&url);
-    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_same(what, e, a);
-    }
+    assert_store_equals(&expected, &url);
     assert_eq!(
         pg_count(
             &url,
@@ -410,13 +414,7 @@ fn a_database_outage_mid_stream_loses_nothing() {
         err.contains("unreachable"),
         "the outage is in the log:\n{err}"
     );
-    let actual = store_tables(&url);
-    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_same(what, e, a);
-    }
+    assert_store_equals(&expected, &url);
 }
 
 /// Columns of a table or view, in order.
@@ -724,13 +722,7 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     // them again, and the key keeps each once.
     let hosts = hostfile(dir.path(), 2);
     finish_cluster(start_cluster(&cluster_run_args(&input, &url, 1), 2, &hosts));
-    let actual = store_tables(&url);
-    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_same(what, e, a);
-    }
+    assert_store_equals(&expected, &url);
 }
 
 /// Each line of a child's stderr as it comes, and all of it once the child is gone.
@@ -802,13 +794,7 @@ fn a_run_reads_its_checkpoint_only_after_a_transaction_in_flight_on_it() {
     let (ok, _, _) = finish(second);
     let stderr = reader.join().unwrap();
     assert!(ok, "{stderr}");
-    let actual = store_tables(&url);
-    for (what, (e, a)) in ["loan_features", "dead_letter", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_same(what, e, a);
-    }
+    assert_store_equals(&expected, &url);
 }
 
 /// The processes of a cluster start at different moments, and a commit can land in between
@@ -892,13 +878,11 @@ features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_stat
     let (ok, _, _) = finish(process_1);
     let stderr_1 = reader.join().unwrap();
     assert!(ok, "process 1: {stderr_1}");
-    let actual = tables(&url);
-    for (what, (e, a)) in ["keyed_features", "feature_stats"]
-        .iter()
-        .zip(expected.iter().zip(&actual))
-    {
-        assert_same(what, e, a);
-    }
+    assert_all_same(
+        &["keyed_features", "feature_stats"],
+        &expected,
+        &tables(&url),
+    );
 }
 
 /// Redshift's `COPY … FROM 's3://…'` in front of the test server (`scripts/redshift-copy-proxy.py`);
