@@ -50,7 +50,7 @@ pub struct Checkpoint {
 }
 
 /// What a run resumes from: the last checkpoint and the `feature_stats` totals committed with it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Resume {
     pub checkpoint: Checkpoint,
     pub stats: Vec<(StatKey, StatDelta)>,

@@ -258,8 +258,7 @@ pub struct LoanRow {
 impl LoanRow {
     /// The field's text, read from the buffer the row was parsed into.
     pub fn text<'t>(&self, buffer: &'t str, field: TextField) -> &'t str {
-        let i = field as usize;
-        &buffer[self.spans[i] as usize..self.spans[i + 1] as usize]
+        &buffer[self.text_span(field)]
     }
 
     /// The field's UTF-8 bytes (for writers; skips the char-boundary checks of `text`).
@@ -271,6 +270,11 @@ impl LoanRow {
     pub fn text_span(&self, field: TextField) -> std::ops::Range<usize> {
         let i = field as usize;
         self.spans[i] as usize..self.spans[i + 1] as usize
+    }
+
+    /// Where all six text fields lie, side by side, in that buffer.
+    pub fn all_text_span(&self) -> std::ops::Range<usize> {
+        self.spans[0] as usize..self.spans[6] as usize
     }
 }
 
@@ -389,10 +393,10 @@ impl<'a> RowRef<'a> {
 
     /// A copy that owns just this row's text.
     pub fn to_owned_row(&self) -> (LoanRow, String) {
-        let (start, end) = (self.loan.spans[0], self.loan.spans[6]);
+        let all = self.loan.all_text_span();
         let mut loan = *self.loan;
-        loan.spans.iter_mut().for_each(|s| *s -= start);
-        (loan, self.buffer[start as usize..end as usize].to_owned())
+        loan.spans.iter_mut().for_each(|s| *s -= all.start as u32);
+        (loan, self.buffer[all].to_owned())
     }
 }
 

@@ -725,6 +725,18 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     assert_store_equals(&expected, &url);
 }
 
+/// Runs riskflow with `args` and kills it (SIGKILL) once the store at `url` holds a checkpoint
+/// past `epoch`; returns the store's checkpoint epoch then.
+fn kill_once_committed_past(args: &[String], url: &str, epoch: i64) -> i64 {
+    let mut run = spawn_riskflow(args);
+    wait_until("the run to commit", Duration::from_secs(60), || {
+        pg_committed_epoch(url) > epoch
+    });
+    run.kill().unwrap();
+    let _ = finish(run);
+    pg_committed_epoch(url)
+}
+
 /// Each line of a child's stderr as it comes, and all of it once the child is gone.
 fn log_lines(
     child: &mut Running,
@@ -761,12 +773,7 @@ fn a_run_reads_its_checkpoint_only_after_a_transaction_in_flight_on_it() {
 
     let url = fresh_database(&server, "fence");
     let args = cluster_run_args(&input, &url, 1);
-    let mut first = spawn_riskflow(&args);
-    wait_until("the run to commit", Duration::from_secs(60), || {
-        pg_committed_epoch(&url) > 2
-    });
-    first.kill().unwrap();
-    let _ = finish(first);
+    kill_once_committed_past(&args, &url, 2);
     let mut holder = Client::connect(&url, NoTls).unwrap();
     let mut in_flight = holder.transaction().unwrap();
     in_flight
@@ -846,17 +853,8 @@ features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_stat
     let expected = tables(&reference);
 
     let url = fresh_database(&server, "cluster_agree");
-    // A run alone, killed once the store holds a checkpoint past `epoch`.
-    let run_alone_past = |epoch: i64| {
-        let mut alone = spawn_riskflow(&args(&url, &[]));
-        wait_until("the run alone to commit", Duration::from_secs(60), || {
-            pg_committed_epoch(&url) > epoch
-        });
-        alone.kill().unwrap();
-        let _ = finish(alone);
-        pg_committed_epoch(&url)
-    };
-    let first = run_alone_past(2);
+    let alone = args(&url, &[]);
+    let first = kill_once_committed_past(&alone, &url, 2);
     let hosts = hostfile(dir.path(), 2);
     let process = |p: &str| {
         spawn_riskflow(&args(
@@ -871,7 +869,7 @@ features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_stat
         .expect("process 1 logs that it connects to the cluster")
         .contains("Connecting to the other processes of the cluster")
     {}
-    let second = run_alone_past(first + 2);
+    let second = kill_once_committed_past(&alone, &url, first + 2);
     assert!(second > first);
     let (ok, _, stderr_0) = finish(process("0"));
     assert!(ok, "process 0: {stderr_0}");

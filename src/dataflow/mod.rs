@@ -69,7 +69,7 @@ pub struct WindowedBatch {
 
 /// What one dataflow computes: which years of the input feed which table under which plan, and
 /// where it resumes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Job {
     pub years: YearRange,
     pub plan: FeaturePlan,

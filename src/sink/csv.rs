@@ -154,8 +154,7 @@ fn format_rows(value_at_column: &[Vec<Option<usize>>], rows: &[StoredRow<'_>], t
         line.extend_from_slice(&date_text);
         line.push(b',');
         // One look at all the row's text (its fields lie side by side) decides for each field.
-        let all_text = &loan.buffer.as_bytes()[loan.spans[0] as usize..loan.spans[6] as usize];
-        let quoting = needs_quotes(all_text);
+        let quoting = needs_quotes(&loan.buffer.as_bytes()[loan.all_text_span()]);
         let push_text = |line: &mut Vec<u8>, field: TextField| match quoting {
             true => push_csv_field(line, loan.text_bytes(field)),
             false => push_span(line, loan.buffer.as_bytes(), loan.text_span(field)),

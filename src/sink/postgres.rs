@@ -132,12 +132,7 @@ impl PostgresSink {
     }
 
     fn error(&self, action: impl Into<String>) -> impl FnOnce(postgres::Error) -> SinkError {
-        let (store, action) = (self.shown.clone(), action.into());
-        move |error| SinkError::Postgres {
-            store,
-            action,
-            error,
-        }
+        failed_on(&self.shown, &action.into())
     }
 
     fn client(&mut self) -> Result<&mut Client, SinkError> {
@@ -516,15 +511,8 @@ impl Sink for PostgresSink {
         let table = self.table.clone();
         let shown = self.shown.clone();
         let dialect = self.dialect;
-        let failed = |action: &str| {
-            let store = shown.clone();
-            let action = action.to_owned();
-            move |error| SinkError::Postgres {
-                store,
-                action,
-                error,
-            }
-        };
+        // `self.error` would borrow the sink the transaction holds.
+        let failed = |action: &str| failed_on(&shown, action);
         let mut tx = self
             .client()?
             .transaction()
@@ -777,6 +765,16 @@ fn write_stats(
         &totals,
         &rows,
     )
+}
+
+/// Turns a PostgreSQL error while doing `action` on the store shown as `store` into a sink error.
+fn failed_on(store: &str, action: &str) -> impl FnOnce(postgres::Error) -> SinkError + use<> {
+    let (store, action) = (store.to_owned(), action.to_owned());
+    move |error| SinkError::Postgres {
+        store,
+        action,
+        error,
+    }
 }
 
 /// An error with its causes: `connect: connection refused`.
