@@ -2,7 +2,9 @@
 # End-to-end throughput of `riskflow run` into PostgreSQL (both dialects), next to the original
 # design's own way on the same server and file: COPY the CSV into a staging table, then
 # `INSERT INTO target SELECT …, AVG(risk_score) OVER (ORDER BY … ROWS BETWEEN 49 PRECEDING AND
-# CURRENT ROW)`, with AVG over float8 and over numeric.
+# CURRENT ROW)`, with AVG over float8 and over numeric; and the server's own ceiling for these
+# rows: the rows riskflow stored, in COPY's binary format, loaded by the server from a file of
+# its own (no client, no network, no staging) into an empty table with the same key.
 #
 #   scripts/bench-postgres.sh              # 5,000,000 rows
 #   ROWS=1000000 scripts/bench-postgres.sh
@@ -30,8 +32,8 @@ database() { # a fresh database; prints its URL
     echo "${server%/*}/$1"
 }
 seconds() { python3 -c 'import time; print(time.perf_counter())'; }
-report() { # label, start, end
-    python3 -c "import sys; label, t = sys.argv[1], float(sys.argv[3]) - float(sys.argv[2]); print(f'{label:<44} {t:7.2f} s {$ROWS / t:>12,.0f} rows/s')" "$@"
+report() { # label, start, end[, rows (default: the input's records)]
+    python3 -c "import sys; label, t = sys.argv[1], float(sys.argv[3]) - float(sys.argv[2]); rows = int(sys.argv[4]); print(f'{label:<52} {t:7.2f} s {rows / t:>12,.0f} rows/s')" "$1" "$2" "$3" "${4:-$ROWS}"
 }
 
 echo "$ROWS generated rows (2007-2018) into PostgreSQL 15 (default settings), -w $WORKERS"
@@ -60,3 +62,13 @@ FROM staging WHERE application_date >= '2008';
 SQL
     report "original: COPY + INSERT … AVG($avg_type) OVER" "$start" "$(seconds)"
 done
+
+url="${server%/*}/bench_postgres"
+rows_file="$(cat "$pg/cluster")/loan_features.bin"
+stored=$("$psql" "$url" -qAt -v ON_ERROR_STOP=1 \
+    -c "COPY loan_features TO '$rows_file' (FORMAT binary)" \
+    -c "CREATE TABLE ceiling (LIKE loan_features INCLUDING INDEXES)" \
+    -c "CHECKPOINT" -c "SELECT count(*) FROM loan_features")
+start=$(seconds)
+"$psql" "$url" -q -v ON_ERROR_STOP=1 -c "COPY ceiling FROM '$rows_file' (FORMAT binary)"
+report "PostgreSQL alone: binary COPY of the $stored stored rows" "$start" "$(seconds)" "$stored"
