@@ -351,7 +351,76 @@ fn sorted_row_order(batches: &[&[LoanRow]]) -> Vec<(u32, u32)> {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoanBatch {
     pub text: String,
+    #[serde(with = "packed_rows")]
     pub rows: Vec<LoanRow>,
+}
+
+/// How a batch's rows cross between the processes of a cluster: one byte string of fixed-size
+/// little-endian records instead of a dozen serializer calls per row. (Every row parsed on one
+/// process crosses to the window worker's; field by field, encoding them took about a quarter
+/// of the sending worker's time, and timely encodes each message twice: once to size it.)
+mod packed_rows {
+    use super::{Date, LoanRow};
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// `row`, a presence bit per number, `amount_requested`, `risk_score`, the date, the spans.
+    const ROW_BYTES: usize = 8 + 1 + 8 + 8 + 4 + 7 * 4;
+
+    pub fn serialize<S: Serializer>(rows: &[LoanRow], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = vec![0; rows.len() * ROW_BYTES];
+        for (record, row) in bytes.chunks_exact_mut(ROW_BYTES).zip(rows) {
+            record[..8].copy_from_slice(&row.row.to_le_bytes());
+            record[8] =
+                u8::from(row.amount_requested.is_some()) | u8::from(row.risk_score.is_some()) << 1;
+            record[9..17].copy_from_slice(&row.amount_requested.unwrap_or(0.0).to_le_bytes());
+            record[17..25].copy_from_slice(&row.risk_score.unwrap_or(0.0).to_le_bytes());
+            record[25..29].copy_from_slice(&row.application_date.0.to_le_bytes());
+            for (at, span) in record[29..].chunks_exact_mut(4).zip(row.spans) {
+                at.copy_from_slice(&span.to_le_bytes());
+            }
+        }
+        serializer.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<LoanRow>, D::Error> {
+        deserializer.deserialize_bytes(RowsVisitor)
+    }
+
+    struct RowsVisitor;
+
+    impl Visitor<'_> for RowsVisitor {
+        type Value = Vec<LoanRow>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "rows packed as {ROW_BYTES}-byte records")
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Vec<LoanRow>, E> {
+            if bytes.len() % ROW_BYTES != 0 {
+                return Err(E::invalid_length(bytes.len(), &self));
+            }
+            Ok(bytes.chunks_exact(ROW_BYTES).map(unpack).collect())
+        }
+    }
+
+    fn unpack(record: &[u8]) -> LoanRow {
+        let u64_at =
+            |at: usize| u64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"));
+        let u32_at =
+            |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+        let present = record[8];
+        let number = |bit: u8, at: usize| (present & bit != 0).then(|| f64::from_bits(u64_at(at)));
+        LoanRow {
+            row: u64_at(0),
+            amount_requested: number(1, 9),
+            risk_score: number(2, 17),
+            application_date: Date(u32_at(25)),
+            spans: std::array::from_fn(|i| u32_at(29 + 4 * i)),
+        }
+    }
 }
 
 impl LoanBatch {
@@ -471,6 +540,50 @@ impl fmt::Display for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_crosses_between_processes_unchanged() {
+        let row = |row, amount, score, date: &str, first_span| LoanRow {
+            row,
+            amount_requested: amount,
+            application_date: Date::parse(date).unwrap(),
+            risk_score: score,
+            spans: std::array::from_fn(|i| first_span + 3 * i as u32),
+        };
+        let batch = LoanBatch {
+            text: "Café,crédit,x".repeat(7),
+            rows: vec![
+                row(1, Some(2500.0), Some(717.0), "2008-01-01", 0),
+                row(2, None, Some(-0.0), "2012-02-29", 5),
+                row(
+                    u64::MAX,
+                    Some(f64::MIN_POSITIVE),
+                    None,
+                    "9999-12-31",
+                    u32::MAX - 18,
+                ),
+                row(7, None, None, "0001-01-01", 1),
+            ],
+        };
+        let bytes = bincode::serialize(&batch).unwrap();
+        let back: LoanBatch = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back, batch);
+        assert!(back.rows[1].risk_score.unwrap().is_sign_negative());
+        assert_eq!(
+            bincode::serialized_size(&batch).unwrap(),
+            bytes.len() as u64
+        );
+
+        let empty = LoanBatch::default();
+        let back: LoanBatch = bincode::deserialize(&bincode::serialize(&empty).unwrap()).unwrap();
+        assert_eq!(back, empty);
+
+        // A byte string that is not whole records is refused, not misread.
+        let cut = bincode::serialize(&(String::new(), serde_bytes::ByteBuf::from(vec![0u8; 56])))
+            .unwrap();
+        let error = bincode::deserialize::<LoanBatch>(&cut).unwrap_err();
+        assert!(error.to_string().contains("57-byte records"), "{error}");
+    }
 
     /// Rows with these numbers (the other fields do not matter to their order).
     fn loan_rows(numbers: &[u64]) -> Vec<LoanRow> {
