@@ -399,7 +399,7 @@ mod packed_rows {
         }
 
         fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Vec<LoanRow>, E> {
-            if bytes.len() % ROW_BYTES != 0 {
+            if !bytes.len().is_multiple_of(ROW_BYTES) {
                 return Err(E::invalid_length(bytes.len(), &self));
             }
             Ok(bytes.chunks_exact(ROW_BYTES).map(unpack).collect())
