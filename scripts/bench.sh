@@ -5,7 +5,8 @@
 #   ROWS=1000000 scripts/bench.sh    # smaller
 #
 # Prints one line per configuration: records/s over the whole run (read, parse, features, store)
-# and the peak resident memory of the process.
+# and the peak resident memory of the process; then SQLite alone loading as many rows of the
+# store's shape (scripts/sqlite-ceiling.c), the yardstick for the SQLite lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-5000000}
@@ -47,6 +48,18 @@ for ext in csv csv.gz; do
         done
     done
 done
+
+# SQLite alone, none of riskflow's code (scripts/sqlite-ceiling.c): the textbook bulk load of as
+# many rows of the store's shape into the same schema, built against the SQLite riskflow bundles.
+sqlite_dir=$(cargo metadata --format-version 1 --locked | python3 -c 'import json, os, sys
+print(next(os.path.dirname(p["manifest_path"]) for p in json.load(sys.stdin)["packages"] if p["name"] == "libsqlite3-sys"))')/sqlite3
+ceiling="$dir/sqlite-ceiling"
+[ "$ceiling" -nt scripts/sqlite-ceiling.c ] ||
+    cc -O2 -I "$sqlite_dir" scripts/sqlite-ceiling.c "$sqlite_dir/sqlite3.c" -o "$ceiling" -lpthread -ldl -lm
+rm -f "$dir/ceiling.db" "$dir/ceiling.db-wal" "$dir/ceiling.db-shm"
+sync
+echo "SQLite alone (scripts/sqlite-ceiling.c): $("$ceiling" "$dir/ceiling.db" "$ROWS")"
+rm -f "$dir/ceiling.db" "$dir/ceiling.db-wal" "$dir/ceiling.db-shm"
 
 # The yardstick of issue 2: the same job in Polars (scripts/bench-polars.py) against riskflow's
 # CSV export, alternately, on one well-formed file (Polars stops at a malformed record).
