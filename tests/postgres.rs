@@ -105,6 +105,14 @@ fn store_tables(url: &str) -> [Vec<Vec<Value>>; 3] {
     ]
 }
 
+/// The tables of an uninterrupted run of the features dataflow over `input`, in a fresh
+/// database `name` of `server`: what a run that was disturbed must end with.
+fn uninterrupted_run_tables(server: &str, input: &Path, name: &str) -> [Vec<Vec<Value>>; 3] {
+    let reference = fresh_database(server, name);
+    run_features(input, &reference);
+    store_tables(&reference)
+}
+
 fn assert_same(what: &str, expected: &[Vec<Value>], actual: &[Vec<Value>]) {
     assert_eq!(expected.len(), actual.len(), "{what}: row counts");
     if let Some(i) = (0..expected.len()).find(|&i| expected[i] != actual[i]) {
@@ -269,9 +277,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
     // writer per worker the whole run takes about two seconds here.
     let input = generate(dir.path(), "in.csv", 250_000, "2008-2013", &["--quirks"]);
     let server = server();
-    let reference = fresh_database(&server, "run_ref");
-    run_features(&input, &reference);
-    let expected = store_tables(&reference);
+    let expected = uninterrupted_run_tables(&server, &input, "run_ref");
 
     let url = fresh_database(&server, "run_killed");
     let args = restartable_run_args(&input, &url);
@@ -300,9 +306,7 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 120_000, "2008-2013", &["--quirks"]);
     let server = server();
-    let reference = fresh_database(&server, "stream_ref");
-    run_features(&input, &reference);
-    let expected = store_tables(&reference);
+    let expected = uninterrupted_run_tables(&server, &input, "stream_ref");
 
     let topic = fresh_topic("killed");
     // Small markers intervals make many epochs, so every restart has commits to resume from.
@@ -394,9 +398,7 @@ fn a_database_outage_mid_stream_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 60_000, "2008-2013", &["--quirks"]);
     let own = OwnServer::start();
-    let reference = fresh_database(&own.url, "outage_ref");
-    run_features(&input, &reference);
-    let expected = store_tables(&reference);
+    let expected = uninterrupted_run_tables(&own.url, &input, "outage_ref");
 
     let topic = fresh_topic("outage");
     produce(&input, &topic, 3, &["--marker-rows", "1000"]);
@@ -700,9 +702,7 @@ fn a_cluster_on_a_shared_store_killed_mid_run_resumes_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 300_000, "2008-2013", &[]);
     let server = server();
-    let reference = fresh_database(&server, "cluster_kill_ref");
-    run_features(&input, &reference);
-    let expected = store_tables(&reference);
+    let expected = uninterrupted_run_tables(&server, &input, "cluster_kill_ref");
 
     let url = fresh_database(&server, "cluster_kill");
     let hosts = hostfile(dir.path(), 2);
@@ -767,9 +767,7 @@ fn a_run_reads_its_checkpoint_only_after_a_transaction_in_flight_on_it() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 100_000, "2008-2013", &["--quirks"]);
     let server = server();
-    let reference = fresh_database(&server, "fence_ref");
-    run_features(&input, &reference);
-    let expected = store_tables(&reference);
+    let expected = uninterrupted_run_tables(&server, &input, "fence_ref");
 
     let url = fresh_database(&server, "fence");
     let args = cluster_run_args(&input, &url, 1);
