@@ -25,6 +25,7 @@
 //! `kcat -C -b HOST:PORT -t inflow -f '%p %o %k %h %s\n'`.
 
 mod batch;
+mod outbox;
 mod outflow;
 mod produce;
 mod source;
@@ -39,7 +40,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Message};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,11 +112,14 @@ impl KafkaError {
     }
 }
 
-/// Counts failed deliveries and keeps the first error.
+/// Counts failed deliveries and keeps the first error; counts the bytes (keys and payloads)
+/// handed to librdkafka and those it has settled, delivered or not.
 #[derive(Default)]
 pub struct Deliveries {
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    handed_bytes: AtomicU64,
+    settled_bytes: AtomicU64,
 }
 
 impl ClientContext for Deliveries {}
@@ -124,15 +128,33 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            let mut first = self.first_error.lock().expect("delivery lock");
-            first.get_or_insert_with(|| error.to_string());
-        }
+        let message = match result {
+            Ok(message) => message,
+            Err((error, message)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().expect("delivery lock");
+                first.get_or_insert_with(|| error.to_string());
+                message
+            }
+        };
+        let bytes = message.payload_len() + message.key().map_or(0, <[u8]>::len);
+        self.settled_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 }
 
 impl Deliveries {
+    /// Notes `bytes` of keys and payloads handed to librdkafka.
+    pub fn handed(&self, bytes: usize) {
+        self.handed_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes handed and not yet settled.
+    pub fn in_flight_bytes(&self) -> usize {
+        let handed = self.handed_bytes.load(Ordering::Relaxed);
+        handed.saturating_sub(self.settled_bytes.load(Ordering::Relaxed)) as usize
+    }
+
     /// Fails when any message was not delivered.
     pub fn check(&self, topic: &str) -> Result<(), KafkaError> {
         let failed = self.failed.swap(0, Ordering::Relaxed);

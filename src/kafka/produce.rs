@@ -1,12 +1,14 @@
 //! `riskflow produce`: replays chosen years of a file onto the inflow topic as a live stream.
 //!
 //! One pass over the file: each record of the chosen years (and each record whose year cannot be
-//! read, so that the consumer dead-letters it) becomes one message, handed to librdkafka's
-//! batching queue, never flushed one by one. Every `marker_interval` or `marker_rows` rows a
-//! marker goes to every partition (see the module docs of [`crate::kafka`]). librdkafka's
-//! idempotent producer keeps each partition in the order we send, so a marker never overtakes
-//! the rows it closes.
+//! read, so that the consumer dead-letters it) becomes one message, gathered in an [`Outbox`]
+//! and handed to librdkafka's batching queue a source chunk at a time, never flushed one by one.
+//! Every `marker_interval` or `marker_rows` rows a marker goes to every partition (see the module
+//! docs of [`crate::kafka`]), after the outbox is handed over. librdkafka's idempotent producer
+//! keeps each partition in the order we hand it messages, so a marker never overtakes the rows
+//! it closes.
 
+use super::outbox::{Outbox, QUEUE_KBYTES, QUEUE_MESSAGES};
 use super::{
     base_config, ensure_topic, partition_sizes, Deliveries, KafkaError, Marker, MessageFormat,
     MARKER_HEADER, OVERSIZED_HEADER, OVERSIZED_HEAD_BYTES,
@@ -75,8 +77,8 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
         .set("linger.ms", "5")
         .set("batch.num.messages", "10000")
         .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", QUEUE_MESSAGES.to_string())
+        .set("queue.buffering.max.kbytes", QUEUE_KBYTES.to_string())
         .set("message.timeout.ms", "120000")
         .create_with_context(Deliveries::default())
         .map_err(KafkaError::client(
@@ -86,6 +88,7 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
     let mut source = FileSource::open(&options.input, Chunking::with_epoch_rows(u64::MAX), None)?;
     let mut replay = Replay {
         producer: &producer,
+        outbox: Outbox::open(&producer, &options.topic, partitions)?,
         options,
         partitions,
         epoch: 0,
@@ -98,7 +101,6 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
     let bar = progress_bar(options.progress);
     let mut last_line = Instant::now();
     let mut parser = RecordParser::default();
-    let mut scratch = String::new();
     let mut skipped = 0u64;
     loop {
         let chunk = match source.poll()? {
@@ -111,13 +113,9 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
             Poll::Finished => break,
         };
         for (row, raw, rejection) in chunk.records() {
-            scratch.clear();
             let date = match rejection {
                 Some(_) => None,
-                None => match parser.parse(row, raw, &mut scratch) {
-                    Ok(loan) => Some(loan.application_date),
-                    Err(dead) => dead.application_date,
-                },
+                None => parser.application_date(raw),
             };
             if date.is_some_and(|d| !options.years.contains(d.year())) {
                 skipped += 1;
@@ -129,6 +127,7 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
             };
             replay.send_row(row, raw, oversized)?;
         }
+        replay.outbox.flush()?;
         if let Some(bar) = &bar {
             bar.set_position(replay.sent);
         } else if last_line.elapsed() > Duration::from_secs(5) {
@@ -162,6 +161,8 @@ pub fn produce(options: &ProduceOptions) -> Result<ProduceReport, anyhow::Error>
 /// The state of one replay: where the rows and epochs are.
 struct Replay<'a> {
     producer: &'a BaseProducer<Deliveries>,
+    /// Rows not yet handed to librdkafka; handed over before anything is sent around it.
+    outbox: Outbox<'a>,
     options: &'a ProduceOptions,
     partitions: i32,
     /// The epoch the next row belongs to.
@@ -179,47 +180,40 @@ impl Replay<'_> {
         self.pace()?;
         let partition = ((row - 1) % self.partitions as u64) as i32;
         let mut digits = itoa::Buffer::new();
-        let mut length_digits = itoa::Buffer::new();
         let row_key = digits.format(row).as_bytes();
-        let json;
-        let key;
-        let (payload, key, headers): (&[u8], Option<&[u8]>, Option<OwnedHeaders>) =
-            match self.options.format {
-                // The row number is the key: unlike a header, it costs librdkafka no
-                // allocation of its own (a header list was most of the per-message work).
-                MessageFormat::Riskflow => match oversized {
-                    None => (raw, Some(row_key), None),
-                    Some(full_length) => {
-                        let headers = OwnedHeaders::new().insert(Header {
-                            key: OVERSIZED_HEADER,
-                            value: Some(length_digits.format(full_length)),
-                        });
-                        let head = &raw[..raw.len().min(OVERSIZED_HEAD_BYTES)];
-                        (head, Some(row_key), Some(headers))
+        match (self.options.format, oversized) {
+            // The row number is the key: unlike a header, it costs librdkafka no allocation of
+            // its own (a header list was most of the per-message work).
+            (MessageFormat::Riskflow, None) => self.outbox.push(partition, row_key, raw)?,
+            (MessageFormat::Riskflow, Some(full_length)) => {
+                // Rare, and with a header, which the outbox does not carry: sent on its own,
+                // after the rows queued before it.
+                self.outbox.flush()?;
+                let mut length_digits = itoa::Buffer::new();
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: OVERSIZED_HEADER,
+                    value: Some(length_digits.format(full_length)),
+                });
+                let head = &raw[..raw.len().min(OVERSIZED_HEAD_BYTES)];
+                let record = BaseRecord::to(&self.options.topic)
+                    .partition(partition)
+                    .key(row_key)
+                    .payload(head)
+                    .headers(headers);
+                self.send(record)?;
+            }
+            (MessageFormat::JsonArray, _) => {
+                // As the original producer: the fields as a JSON array, a random key.
+                let json = match split_fields(raw) {
+                    Some(fields) if oversized.is_none() => {
+                        serde_json::to_vec(&fields).expect("strings serialize")
                     }
-                },
-                MessageFormat::JsonArray => {
-                    // As the original producer: the fields as a JSON array, a random key.
-                    json = match split_fields(raw) {
-                        Some(fields) if oversized.is_none() => {
-                            serde_json::to_vec(&fields).expect("strings serialize")
-                        }
-                        _ => raw[..raw.len().min(OVERSIZED_HEAD_BYTES)].to_vec(),
-                    };
-                    key = format!("{:016x}", crate::gen::mix(row));
-                    (&json[..], Some(key.as_bytes()), None)
-                }
-            };
-        let mut record = BaseRecord::to(&self.options.topic)
-            .partition(partition)
-            .payload(payload);
-        if let Some(key) = key {
-            record = record.key(key);
+                    _ => raw[..raw.len().min(OVERSIZED_HEAD_BYTES)].to_vec(),
+                };
+                let key = format!("{:016x}", crate::gen::mix(row));
+                self.outbox.push(partition, key.as_bytes(), &json)?;
+            }
         }
-        if let Some(headers) = headers {
-            record = record.headers(headers);
-        }
-        self.send(record)?;
         self.sent += 1;
         self.since_marker += 1;
         self.next_row = row + 1;
@@ -240,8 +234,9 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Closes the current epoch on every partition.
+    /// Closes the current epoch on every partition (after the rows of the outbox).
     fn marker(&mut self, complete: bool) -> Result<(), KafkaError> {
+        self.outbox.flush()?;
         let marker = Marker {
             epoch: self.epoch,
             next_row: self.next_row,
@@ -266,14 +261,19 @@ impl Replay<'_> {
         Ok(())
     }
 
-    /// Hands a record to librdkafka, waiting while its queue is full.
+    /// Hands one record to librdkafka, waiting while its queue is full.
     fn send<K: rdkafka::message::ToBytes + ?Sized>(
         &self,
         mut record: BaseRecord<'_, K, [u8]>,
     ) -> Result<(), KafkaError> {
+        let bytes = record.payload.map_or(0, <[u8]>::len)
+            + record.key.map_or(0, |key| key.to_bytes().len());
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.producer.context().handed(bytes);
+                    return Ok(());
+                }
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     self.producer.poll(Duration::from_millis(5));
@@ -299,6 +299,9 @@ impl Replay<'_> {
             if due <= now {
                 return Ok(());
             }
+            // The rows read so far leave now, not after the pause (the delay is measured from
+            // the message's timestamp, set when librdkafka takes it).
+            self.outbox.flush()?;
             self.tick()?;
             std::thread::sleep((due - now).min(self.options.marker_interval / 2));
         }
