@@ -526,7 +526,11 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(record)
             );
-            if full.is_some() { dated += 1 } else { undated += 1 }
+            if full.is_some() {
+                dated += 1
+            } else {
+                undated += 1
+            }
         }
         assert!(dated > 15_000 && undated > 10, "{dated} {undated}");
     }

@@ -260,6 +260,20 @@ fn a_stream_stopped_mid_replay_stores_a_gapless_prefix_and_a_restart_completes_i
 fn a_row_travels_with_its_number_as_the_key_and_the_older_header_layout_still_streams() {
     let dir = tempfile::tempdir().unwrap();
     let input = generate(dir.path(), "in.csv", 6_000, "2008-2010", &["--quirks"]);
+    // Record 101 becomes one over the reader's 1 MiB limit: it travels as its head with a header.
+    let text = std::fs::read(&input).unwrap();
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let oversized = format!(
+        "1000.0,2008-01-05,\"{}\",600.0,10%,100xx,NY,1 year,0.0\n",
+        "x".repeat(3 << 20)
+    );
+    let edited = [
+        &lines[..101].concat(),
+        oversized.as_bytes(),
+        &lines[101..].concat(),
+    ]
+    .concat();
+    std::fs::write(&input, edited).unwrap();
     let batch_db = dir.path().join("batch.db");
     batch_run(&input, &batch_db);
     let topic = fresh_topic("keyed");
@@ -283,11 +297,17 @@ fn a_row_travels_with_its_number_as_the_key_and_the_older_header_layout_still_st
             "rows in order on a partition"
         );
         last[m.partition as usize] = row;
-        assert!(
-            m.headers.is_empty(),
-            "row {row} has no header: {:?}",
-            m.headers
-        );
+        if row == 101 {
+            let full_length = (oversized.len() - 1).to_string().into_bytes();
+            assert_eq!(m.headers, [("_oversized".to_owned(), full_length)]);
+            assert_eq!(m.value[..], oversized.as_bytes()[..64 * 1024]);
+        } else {
+            assert!(
+                m.headers.is_empty(),
+                "row {row} has no header: {:?}",
+                m.headers
+            );
+        }
         if row == 1 {
             assert!(
                 after_header.starts_with(&m.value),
@@ -296,7 +316,15 @@ fn a_row_travels_with_its_number_as_the_key_and_the_older_header_layout_still_st
         }
         rows += 1;
     }
-    assert_eq!(rows, 6_000);
+    assert_eq!(rows, 6_001);
+    // The stream dead-letters the oversized record as the batch run does, keeping less of it
+    // (what the message carried); everything else is the same.
+    assert_eq!(take_oversized_dead_letter(&batch_db), 1 << 20);
+    let db = dir.path().join("keyed.db");
+    let args = stream_args(&topic, &db, 2, &["--until-complete"]);
+    riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(take_oversized_dead_letter(&db), 64 * 1024);
+    assert_tables_equal(&batch_db, &db, "a topic with an oversized record");
 
     // The same replay as riskflow wrote it before the row number moved to the key (a header
     // `_row`, no key) streams into the same store as the batch run.
@@ -331,7 +359,26 @@ fn a_row_travels_with_its_number_as_the_key_and_the_older_header_layout_still_st
     let db = dir.path().join("legacy.db");
     let args = stream_args(&legacy, &db, 2, &["--until-complete"]);
     riskflow_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(take_oversized_dead_letter(&db), 64 * 1024);
     assert_tables_equal(&batch_db, &db, "a topic in the older header layout");
+}
+
+/// Checks that row 101 is dead-lettered as an oversized record of its full length, deletes that
+/// dead letter, and returns how many of its bytes were kept.
+fn take_oversized_dead_letter(db: &Path) -> usize {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let (reason, detail, kept): (String, String, usize) = conn
+        .query_row(
+            "SELECT reason, detail, length(raw) FROM dead_letter WHERE _row = 101",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(reason, "oversized_record");
+    assert!(detail.contains(&((3 << 20) + 50).to_string()), "{detail}");
+    conn.execute("DELETE FROM dead_letter WHERE _row = 101", [])
+        .unwrap();
+    kept
 }
 
 /// One message of a replay, as read back.

@@ -101,19 +101,22 @@ impl<'p> Outbox<'p> {
             }
             let base = self.bytes.as_ptr();
             self.messages.clear();
-            self.messages
-                .extend(queued.iter().map(|(key, payload)| rdsys::rd_kafka_message_t {
+            self.messages.extend(queued.iter().map(|(key, payload)| {
+                rdsys::rd_kafka_message_t {
                     err: rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
                     rkt: std::ptr::null_mut(),
                     partition: partition as i32,
                     // SAFETY (of both `add`s): the spans lie within `bytes`.
-                    payload: unsafe { base.add(payload.start) }.cast_mut().cast::<c_void>(),
+                    payload: unsafe { base.add(payload.start) }
+                        .cast_mut()
+                        .cast::<c_void>(),
                     len: payload.len(),
                     key: unsafe { base.add(key.start) }.cast_mut().cast::<c_void>(),
                     key_len: key.len(),
                     offset: 0,
                     _private: std::ptr::null_mut(),
-                }));
+                }
+            }));
             // SAFETY: the topic handle is live; the messages point into `bytes`, which is not
             // touched during the call, and librdkafka copies keys and (with F_COPY) payloads.
             let taken = unsafe {
@@ -157,9 +160,11 @@ impl<'p> Outbox<'p> {
         let reason = first.map_or_else(
             || "no reason given".to_owned(),
             // SAFETY: librdkafka returns static NUL-terminated strings.
-            |m| unsafe { CStr::from_ptr(rdsys::rd_kafka_err2str(m.err)) }
-                .to_string_lossy()
-                .into_owned(),
+            |m| {
+                unsafe { CStr::from_ptr(rdsys::rd_kafka_err2str(m.err)) }
+                    .to_string_lossy()
+                    .into_owned()
+            },
         );
         KafkaError::Other(format!(
             "librdkafka refused messages for {}/{partition}: {reason}",

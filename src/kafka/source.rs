@@ -9,7 +9,7 @@
 use super::batch::{BatchReader, RawMessage};
 use super::{
     base_config, KafkaError, Marker, MessageFormat, LEGACY_ROW_HEADER, MARKER_HEADER,
-    OVERSIZED_HEADER, REQUEST_TIMEOUT,
+    OVERSIZED_HEADER, OVERSIZED_HEAD_BYTES, REQUEST_TIMEOUT,
 };
 use crate::checkpoint::{PartPosition, Position};
 use crate::sink::push_csv_field;
@@ -675,7 +675,12 @@ impl<'a> Fields<'a> {
             message.payload(),
             message.key(),
         );
-        message.for_each_header(|name, value| fields.header(name, value));
+        // Looking at the headers costs librdkafka an allocation per message even when there are
+        // none, so only messages that can carry ours are looked at: those without a key (a
+        // marker, or a row in the older layout) and those the size of an oversized record's head.
+        if fields.row.is_none() || fields.payload.len() == OVERSIZED_HEAD_BYTES {
+            message.for_each_header(|name, value| fields.header(name, value));
+        }
         fields
     }
 
