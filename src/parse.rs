@@ -65,10 +65,9 @@ impl RecordParser {
     /// a record rejected after its date was read; `None` when the date cannot be read. A record
     /// without quotes is not decoded beyond its date.
     pub fn application_date(&mut self, raw: &[u8]) -> Option<Date> {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line = std::str::from_utf8(line).ok()?;
+        let line = record_text(raw).ok()?;
         if let Some(commas) = plain_commas(line.as_bytes()) {
-            return Date::parse(&line[commas[DATE - 1] + 1..commas[DATE]]);
+            return Date::parse(plain_field(line, &commas, DATE));
         }
         let mut text = std::mem::take(&mut self.text);
         let date = match self.parse_fields(0, raw, &mut text) {
@@ -86,8 +85,7 @@ impl RecordParser {
         raw: &[u8],
         text: &mut String,
     ) -> Result<LoanRow, ParseFailure> {
-        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line = std::str::from_utf8(line).map_err(|e| {
+        let line = record_text(raw).map_err(|e| {
             (
                 Reason::InvalidUtf8,
                 format!("invalid UTF-8 at byte {}", e.valid_up_to()),
@@ -96,11 +94,7 @@ impl RecordParser {
         })?;
         if let Some(commas) = plain_commas(line.as_bytes()) {
             // No quotes: the fields are the text between the eight commas.
-            let field = |k: usize| {
-                let start = if k == 0 { 0 } else { commas[k - 1] + 1 };
-                let end = commas.get(k).copied().unwrap_or(line.len());
-                &line[start..end]
-            };
+            let field = |k: usize| plain_field(line, &commas, k);
             // The six text fields (the title, then the five after the score) by source position.
             let mut spans = [text.len() as u32; 7];
             for (span, k) in spans[1..].iter_mut().zip([2, 4, 5, 6, 7, 8]) {
@@ -195,6 +189,19 @@ fn loan_row(
     })
 }
 
+/// A record's text, without the `\r` of a CRLF line end.
+fn record_text(raw: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw))
+}
+
+/// Field `k` of a record without quotes, between the commas [`plain_commas`] found.
+#[inline]
+fn plain_field<'a>(line: &'a str, commas: &[usize; FIELD_COUNT - 1], k: usize) -> &'a str {
+    let start = if k == 0 { 0 } else { commas[k - 1] + 1 };
+    let end = commas.get(k).copied().unwrap_or(line.len());
+    &line[start..end]
+}
+
 /// The positions of the eight commas of a record without quotes (the common case, whose fields
 /// need no decoding); `None` when it has a quote or another number of commas (left to
 /// [`decode_field`], which also says what is wrong). Looks at eight bytes at a time.
@@ -279,7 +286,7 @@ fn parse_plain_decimal(text: &str) -> Option<f64> {
 /// Splits a record into its decoded fields, whatever their number; `None` when the record is not
 /// UTF-8 or has an unterminated quote. (For re-encoding records, e.g. as JSON arrays.)
 pub fn split_fields(raw: &[u8]) -> Option<Vec<String>> {
-    let line = std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)).ok()?;
+    let line = record_text(raw).ok()?;
     let mut rest = line;
     let mut fields = Vec::with_capacity(FIELD_COUNT);
     loop {
@@ -438,8 +445,6 @@ mod tests {
         }
     }
 
-    /// Records without quotes take the comma-splitting path; the same records with every field
-    /// quoted take the decoding one. Both give the same row and text.
     /// The records of 20,000 generated rows of 2007–2018 with quirks.
     fn generated_records(seed: u64, crlf: bool) -> Vec<Vec<u8>> {
         let options = crate::gen::GenOptions {
@@ -462,6 +467,8 @@ mod tests {
         records
     }
 
+    /// Records without quotes take the comma-splitting path; the same records with every field
+    /// quoted take the decoding one. Both give the same row and text.
     #[test]
     fn plain_records_parse_as_their_quoted_form() {
         let (mut parser, mut plain_rows) = (RecordParser::default(), 0);
