@@ -1,0 +1,130 @@
+//! The compute-bound part of a run, parse + features, through the real dataflow graph with 1 and
+//! 2 workers: 500,000 generated records (with quirks), already split into the chunks and epochs
+//! a file run makes, handed out by an in-memory source, under the versioned plan of
+//! `dataflows/features.toml`, with no store (every epoch is computed, stamped and counted, then
+//! dropped). The file reader thread and the store writer, which a real run also runs on these
+//! cores, are left out on purpose: this is what more workers can speed up.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use riskflow::dataflow::{run, single_source, EngineOptions, Job};
+use riskflow::gen::{write_records, GenOptions};
+use riskflow::plan::{FeaturePlan, FeatureSetFile};
+use riskflow::record::YearRange;
+use riskflow::source::{Chunking, Poll, RawChunk, RecordSplitter, Source, SourceError};
+use std::path::Path;
+
+const RECORDS: u64 = 500_000;
+
+fn plan() -> FeaturePlan {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/feature_sets/loan_features.toml");
+    let file = FeatureSetFile::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+    FeaturePlan::new(&file.table, file.versions).unwrap()
+}
+
+/// The generated records in chunks of `Chunking::CHUNK_ROWS`, epochs of the run's default 16,384
+/// rows, `_row` from 1.
+fn chunks() -> Vec<RawChunk> {
+    let options = GenOptions {
+        rows: RECORDS,
+        first_year: 2008,
+        last_year: 2018,
+        seed: 11,
+        quirks: true,
+        crlf: false,
+        bom: false,
+    };
+    let mut bytes = Vec::new();
+    write_records(&options, &mut bytes).unwrap();
+    let mut splitter = RecordSplitter::new(&bytes[..]);
+    splitter.next_record().unwrap(); // header
+    let chunking = Chunking::with_epoch_rows(16_384);
+    let mut chunks: Vec<RawChunk> = Vec::new();
+    let mut row = 1;
+    while let Some(record) = splitter.next_record().unwrap() {
+        let epoch = (row - 1) / chunking.epoch_rows;
+        let full = chunks
+            .last()
+            .is_none_or(|c| c.len() == chunking.chunk_rows || c.epoch != epoch);
+        if full {
+            chunks.push(RawChunk {
+                epoch,
+                first_row: row,
+                ..RawChunk::default()
+            });
+        }
+        chunks.last_mut().unwrap().push(record);
+        row += 1;
+    }
+    chunks
+}
+
+/// Hands out chunks that are already in memory.
+struct InMemory {
+    chunks: std::vec::IntoIter<RawChunk>,
+    frontier: u64,
+    handed: u64,
+}
+
+impl Source for InMemory {
+    fn poll(&mut self) -> Result<Poll, SourceError> {
+        Ok(match self.chunks.next() {
+            Some(chunk) => {
+                self.frontier = chunk.epoch;
+                self.handed += chunk.len() as u64;
+                Poll::Ready(chunk)
+            }
+            None => Poll::Finished,
+        })
+    }
+
+    fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
+    fn progress(&self) -> (u64, Option<u64>) {
+        (self.handed, Some(RECORDS))
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let chunks = chunks();
+    let job = Job {
+        years: YearRange {
+            first: 2008,
+            last: u32::MAX,
+        },
+        plan: plan(),
+        source: "bench".into(),
+        resume: None,
+        pinned: None,
+    };
+    let mut group = c.benchmark_group("parse_and_features");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RECORDS));
+    for workers in [1, 2] {
+        group.bench_function(format!("{workers}_workers"), |b| {
+            b.iter_batched(
+                || chunks.clone(),
+                |chunks| {
+                    let source = InMemory {
+                        chunks: chunks.into_iter(),
+                        frontier: 0,
+                        handed: 0,
+                    };
+                    let options = EngineOptions {
+                        workers,
+                        ..EngineOptions::default()
+                    };
+                    let report = run(&job, single_source(Box::new(source)), Vec::new(), options)
+                        .expect("the run succeeds");
+                    assert_eq!(report.records_read, RECORDS);
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
