@@ -172,8 +172,7 @@ impl Writers {
     /// Which row writer a batch goes to (mixed from its first row, so consecutive batches
     /// spread).
     fn route(row_writers: &[usize], rows: &FeatureBatch) -> usize {
-        let first = rows.batch.first_row().unwrap_or(0);
-        let mixed = first.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let mixed = operators::batch_route(rows.batch.first_row().unwrap_or(0));
         row_writers[(mixed % row_writers.len() as u64) as usize]
     }
 }
@@ -215,7 +214,8 @@ pub fn build<'scope>(
         rows.ordered_windows(plans, Windows::new(plan.clone(), windows, history), at);
     let (items, stat_deltas) = events
         .join_keyed(keyed_work.apply_keyed(keyed), plan, at)
-        .stamp_versions(plan, job.pinned, Arc::clone(&state));
+        // Process 0's workers stamp: the window worker is its last.
+        .stamp_versions(plan, job.pinned, at + 1, Arc::clone(&state));
     // A resumed run's totals go on from those the store committed with its checkpoint.
     let stored: HashMap<StatKey, StatDelta> = job
         .resume

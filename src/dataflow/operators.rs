@@ -18,6 +18,7 @@ use std::sync::Arc;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Capability, InputCapability, Operator};
 use timely::dataflow::StreamVec;
 use timely::scheduling::SyncActivator;
@@ -25,9 +26,13 @@ use timely::scheduling::SyncActivator;
 /// Epochs are the timestamps of the whole graph.
 pub type Epoch = u64;
 
-/// Spreads chunks over workers by their first row (mixed, so consecutive chunks differ).
+/// Spreads batches over workers by their first row (mixed, so consecutive batches differ).
+pub(super) fn batch_route(first_row: u64) -> u64 {
+    first_row.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+}
+
 fn chunk_route(chunk: &RawChunk) -> u64 {
-    chunk.first_row.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32
+    batch_route(chunk.first_row)
 }
 
 /// Decodes raw chunks into rows, in parallel on every worker.
@@ -408,12 +413,19 @@ fn fill_keyed(mut events: Vec<WindowEvent>, keyed: Vec<KeyedOut>) -> Vec<WindowE
 /// Gives each row the version in force at its date, keeping that version's features; also
 /// emits the changes to `feature_stats` (pre-summed per batch) for differential to maintain.
 /// Plan changes and window states pass on to the store with the epoch they belong to.
+///
+/// The batches are stamped on workers `0..stampers`, spread by first row, so that the window
+/// worker does not also stamp every row. `stampers` are the window worker's process's workers:
+/// rows do not cross to another process and back. Every stamping worker gets each plan change
+/// before the rows of its epoch (a channel keeps the order in which one worker sent), and one
+/// of them passes it on to the store.
 pub trait StampVersions<'scope> {
     /// `pinned`: every row gets this version (a backfill).
     fn stamp_versions(
         self,
         plan: &FeaturePlan,
         pinned: Option<u32>,
+        stampers: usize,
         state: Arc<RunState>,
     ) -> (
         StreamVec<'scope, Epoch, SinkItem>,
@@ -426,6 +438,7 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
         self,
         plan: &FeaturePlan,
         pinned: Option<u32>,
+        stampers: usize,
         state: Arc<RunState>,
     ) -> (
         StreamVec<'scope, Epoch, SinkItem>,
@@ -433,10 +446,24 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
     ) {
         let mut plan = plan.clone();
         let mut slots = plan.definition_slots();
+        let stampers = stampers.max(1) as u64;
+        // (stamping worker, whether it passes a plan change on to the store, event)
+        let spread = self.flat_map(move |event| -> Vec<(u64, bool, WindowEvent)> {
+            match event {
+                WindowEvent::Rows(windowed) => {
+                    let to = batch_route(windowed.batch.first_row().unwrap_or(0)) % stampers;
+                    vec![(to, false, WindowEvent::Rows(windowed))]
+                }
+                WindowEvent::Plan(newer) => (0..stampers)
+                    .map(|to| (to, to == 0, WindowEvent::Plan(newer.clone())))
+                    .collect(),
+                state => vec![(0, false, state)],
+            }
+        });
         type Out = Result<SinkItem, (StatKey, Epoch, StatDelta)>;
-        let (items, stats) = self
+        let (items, stats) = spread
             .unary::<CapacityContainerBuilder<Vec<Out>>, _, _, _>(
-                Pipeline,
+                Exchange::new(|(to, _, _): &(u64, bool, WindowEvent)| *to),
                 "StampVersions",
                 move |_, _| {
                     let mut sums = StatSums::default();
@@ -444,13 +471,15 @@ impl<'scope> StampVersions<'scope> for StreamVec<'scope, Epoch, WindowEvent> {
                         input.for_each_stamp(|cap, data| {
                             let Some(&time) = cap.least() else { return };
                             let mut session = output.session(&cap);
-                            for event in data.flat_map(|container| container.drain(..)) {
+                            for (_, forward, event) in data.flat_map(|c| c.drain(..)) {
                                 let windowed = match event {
                                     WindowEvent::Rows(windowed) => windowed,
                                     WindowEvent::Plan(newer) => {
                                         slots = newer.definition_slots();
                                         plan = newer.clone();
-                                        session.give(Ok(SinkItem::Plan(newer)));
+                                        if forward {
+                                            session.give(Ok(SinkItem::Plan(newer)));
+                                        }
                                         continue;
                                     }
                                     WindowEvent::State(windows) => {
