@@ -3,8 +3,10 @@
 //! ```text
 //!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──rows──▶ JoinKeyed ──▶ StampVersions ──┐
 //!  (file/S3/Kafka,    (every worker,  │      (one worker: global  │     ▲ (keyed     (version in force │
-//!   _row assigned)     by chunk)      │       windows, epochs in  │     │  values     at the row's date)│
-//!                                     │       _row order)    keyed│     │  filled in)      │ stat deltas │
+//!   _row assigned)     by chunk)      │       windows, epochs in  │     │  values     at the row's date;│
+//!                                     │       _row order)    keyed│     │  filled in) process 0's       │
+//!                                     │                           │     │             workers, by batch)│
+//!                                     │                           │     │                  │ stat deltas │
 //!  catalog watcher ──newer plans──────┼──────────▶┘          rows ▼     │                  ▼             │
 //!  (live versions)                    │                     ApplyKeyed ─┘ (by key    count_total         │
 //!                                     │                                    value)   (differential)       │
