@@ -7,34 +7,17 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use riskflow::dataflow::{run, single_source, EngineOptions, Job};
-use riskflow::gen::{write_records, GenOptions};
-use riskflow::plan::{FeaturePlan, FeatureSetFile};
 use riskflow::record::YearRange;
 use riskflow::source::{Chunking, Poll, RawChunk, RecordSplitter, Source, SourceError};
-use std::path::Path;
+
+mod common;
 
 const RECORDS: u64 = 500_000;
-
-fn plan() -> FeaturePlan {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/feature_sets/loan_features.toml");
-    let file = FeatureSetFile::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-    FeaturePlan::new(&file.table, file.versions).unwrap()
-}
 
 /// The generated records in chunks of `Chunking::CHUNK_ROWS`, epochs of the run's default 16,384
 /// rows, `_row` from 1.
 fn chunks() -> Vec<RawChunk> {
-    let options = GenOptions {
-        rows: RECORDS,
-        first_year: 2008,
-        last_year: 2018,
-        seed: 11,
-        quirks: true,
-        crlf: false,
-        bom: false,
-    };
-    let mut bytes = Vec::new();
-    write_records(&options, &mut bytes).unwrap();
+    let bytes = common::generated(RECORDS, 2008, 11);
     let mut splitter = RecordSplitter::new(&bytes[..]);
     splitter.next_record().unwrap(); // header
     let chunking = Chunking::with_epoch_rows(16_384);
@@ -93,7 +76,7 @@ fn bench(c: &mut Criterion) {
             first: 2008,
             last: u32::MAX,
         },
-        plan: plan(),
+        plan: common::loan_features_plan(),
         source: "bench".into(),
         resume: None,
         pinned: None,

@@ -2,23 +2,13 @@
 //! parsing records into rows.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use riskflow::gen::{write_records, GenOptions};
 use riskflow::parse::RecordParser;
 use riskflow::source::RecordSplitter;
 
+mod common;
+
 fn input() -> Vec<u8> {
-    let options = GenOptions {
-        rows: 100_000,
-        first_year: 2007,
-        last_year: 2018,
-        seed: 1,
-        quirks: true,
-        crlf: false,
-        bom: false,
-    };
-    let mut bytes = Vec::new();
-    write_records(&options, &mut bytes).unwrap();
-    bytes
+    common::generated(100_000, 2007, 1)
 }
 
 fn parser(c: &mut Criterion) {

@@ -4,35 +4,19 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use riskflow::features::{FeatureValues, Kernel};
-use riskflow::gen::{write_records, GenOptions};
 use riskflow::parse::RecordParser;
-use riskflow::plan::{FeaturePlan, FeatureSetFile};
+use riskflow::plan::FeaturePlan;
 use riskflow::sink::{CsvSink, EpochBatch, FeatureBatch, Sink, SqliteSink};
 use riskflow::source::RecordSplitter;
-use std::path::Path;
+
+mod common;
 
 const ROWS_PER_BATCH: usize = 4096;
-
-fn plan() -> FeaturePlan {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/feature_sets/loan_features.toml");
-    let file = FeatureSetFile::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
-    FeaturePlan::new(&file.table, file.versions).unwrap()
-}
 
 /// 100,000 generated records (with quirks) parsed into batches, each row with its version's
 /// features computed by the real kernels.
 fn epoch(plan: &FeaturePlan) -> EpochBatch {
-    let options = GenOptions {
-        rows: 100_000,
-        first_year: 2008,
-        last_year: 2018,
-        seed: 7,
-        quirks: true,
-        crlf: false,
-        bom: false,
-    };
-    let mut bytes = Vec::new();
-    write_records(&options, &mut bytes).unwrap();
+    let bytes = common::generated(100_000, 2008, 7);
     let mut splitter = RecordSplitter::new(&bytes[..]);
     splitter.next_record().unwrap(); // header
     let mut parser = RecordParser::default();
@@ -87,7 +71,7 @@ fn renumbered(epoch: &EpochBatch, n: u64) -> EpochBatch {
 }
 
 fn stores(c: &mut Criterion) {
-    let plan = plan();
+    let plan = common::loan_features_plan();
     let epoch = epoch(&plan);
     let mut group = c.benchmark_group("stores");
     group.throughput(Throughput::Elements(epoch.row_count() as u64));
