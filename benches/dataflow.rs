@@ -1,6 +1,6 @@
 //! The compute-bound part of a run, parse + features, through the real dataflow graph with 1 and
-//! 2 workers: 500,000 generated records (with quirks), already split into the chunks and epochs
-//! a file run makes, handed out by an in-memory source, under the versioned plan of
+//! 2 workers: 500,000 generated records (with quirks), read beforehand into the chunks and epochs
+//! a file run makes and handed out by an in-memory source, under the versioned plan of
 //! `dataflows/features.toml`, with no store (every epoch is computed, stamped and counted, then
 //! dropped). The file reader thread and the store writer, which a real run also runs on these
 //! cores, are left out on purpose: this is what more workers can speed up.
@@ -8,37 +8,28 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use riskflow::dataflow::{run, single_source, EngineOptions, Job};
 use riskflow::record::YearRange;
-use riskflow::source::{Chunking, Poll, RawChunk, RecordSplitter, Source, SourceError};
+use riskflow::source::{Chunking, FileSource, Poll, RawChunk, Source, SourceError};
 
 mod common;
 
 const RECORDS: u64 = 500_000;
 
-/// The generated records in chunks of `Chunking::CHUNK_ROWS`, epochs of the run's default 16,384
-/// rows, `_row` from 1.
+/// The generated records as a file run's source makes them: read by [`FileSource`] from a
+/// temporary file, in chunks of `Chunking::CHUNK_ROWS` and epochs of the run's default 16,384
+/// rows.
 fn chunks() -> Vec<RawChunk> {
-    let bytes = common::generated(RECORDS, 2008, 11);
-    let mut splitter = RecordSplitter::new(&bytes[..]);
-    splitter.next_record().unwrap(); // header
-    let chunking = Chunking::with_epoch_rows(16_384);
-    let mut chunks: Vec<RawChunk> = Vec::new();
-    let mut row = 1;
-    while let Some(record) = splitter.next_record().unwrap() {
-        let epoch = (row - 1) / chunking.epoch_rows;
-        let full = chunks
-            .last()
-            .is_none_or(|c| c.len() == chunking.chunk_rows || c.epoch != epoch);
-        if full {
-            chunks.push(RawChunk {
-                epoch,
-                first_row: row,
-                ..RawChunk::default()
-            });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.csv");
+    std::fs::write(&path, common::generated(RECORDS, 2008, 11)).unwrap();
+    let mut source = FileSource::open(&path, Chunking::with_epoch_rows(16_384), None).unwrap();
+    let mut chunks = Vec::new();
+    loop {
+        match source.poll().unwrap() {
+            Poll::Ready(chunk) => chunks.push(chunk),
+            Poll::Pending => std::thread::yield_now(),
+            Poll::Finished => return chunks,
         }
-        chunks.last_mut().unwrap().push(record);
-        row += 1;
     }
-    chunks
 }
 
 /// Hands out chunks that are already in memory.

@@ -607,9 +607,8 @@ fn the_metrics_endpoint_reports_what_the_stream_stored() {
     wait_until("the whole topic", Duration::from_secs(60), committed);
     // Each worker commits its partitions' offsets once it sees the store's commit, a step later:
     // the lag reaches 0 just after the rows are in the store, not at the same instant.
-    let lag = |samples: &[(String, f64)], partition: u32| {
-        let name = format!("riskflow_kafka_lag{{topic=\"{topic}\",partition=\"{partition}\"}}");
-        samples.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    let lag = |partition: u32| {
+        format!("riskflow_kafka_lag{{topic=\"{topic}\",partition=\"{partition}\"}}")
     };
     let mut samples = Vec::new();
     wait_until(
@@ -617,20 +616,15 @@ fn the_metrics_endpoint_reports_what_the_stream_stored() {
         Duration::from_secs(30),
         || {
             samples = scrape(&addr);
-            (0..2).all(|partition| lag(&samples, partition) == Some(0.0))
+            (0..2).all(|partition| metric(&samples, &lag(partition)) == Some(0.0))
         },
     );
     interrupt(&stream);
     let (ok, out, err) = finish(stream);
     assert!(ok, "{out}\n{err}");
 
-    let get = |name: &str| {
-        samples
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no {name} in {samples:?}"))
-            .1
-    };
+    let get =
+        |name: &str| metric(&samples, name).unwrap_or_else(|| panic!("no {name} in {samples:?}"));
     assert_eq!(
         get("riskflow_records_read_total{table=\"loan_features\"}"),
         sent
@@ -661,7 +655,13 @@ fn the_metrics_endpoint_reports_what_the_stream_stored() {
     for partition in 0..2 {
         let labels = format!("{{topic=\"{topic}\",partition=\"{partition}\"}}");
         assert!(get(&format!("riskflow_kafka_committed_offset{labels}")) > 0.0);
+        assert_eq!(get(&lag(partition)), 0.0, "partition {partition}");
     }
+}
+
+/// The value of the sample named `name`, if scraped.
+fn metric(samples: &[(String, f64)], name: &str) -> Option<f64> {
+    samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
 /// A count, or 0 while the table does not exist yet.
