@@ -250,12 +250,15 @@ pub fn restartable_run_args(input: &Path, store: &str) -> Vec<String> {
 }
 
 /// Kills `args`' process with SIGKILL at `kills` random moments, restarting it each time, then
-/// lets it run to the end. Each kill comes at most `max_delay_ms` after the run's first new
-/// commit. Returns how many kills hit a running process.
+/// lets it run to the end. Each kill comes a random time of at most `max_delay_ms` after the
+/// run's first new commit, or sooner, once the run has committed `max_epochs` epochs beyond
+/// where it started: that bound, not the machine's speed, keeps work for every kill to land in.
+/// Returns how many kills hit a running process.
 pub fn kill_and_restart(
     args: &[String],
     kills: usize,
     max_delay_ms: u64,
+    max_epochs: i64,
     mut progressed: impl FnMut() -> i64,
 ) -> usize {
     let mut seed = std::time::SystemTime::now()
@@ -278,7 +281,10 @@ pub fn kill_and_restart(
             assert!(Instant::now() < deadline, "no progress after a restart");
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(random_ms(0, max_delay_ms)));
+        let kill_at = Instant::now() + Duration::from_millis(random_ms(0, max_delay_ms));
+        while Instant::now() < kill_at && progressed() < before + max_epochs {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             hits += 1;

@@ -131,7 +131,7 @@ fn a_run_into_sqlite_killed_at_random_moments_resumes_exactly_once() {
 
     let db = dir.path().join("killed.db");
     let args = restartable_run_args(&input, &sqlite_store(&db));
-    let hits = kill_and_restart(&args, 6, 100, || committed_epoch(&db));
+    let hits = kill_and_restart(&args, 6, 100, 15, || committed_epoch(&db));
     assert!(hits >= 5, "only {hits} kills hit a running process");
     for (table, order) in [
         ("loan_features", "_row, _version"),

@@ -266,7 +266,7 @@ features = { ma50 = "sma(50)", ma50_by_state = "sma(50) by state", ema50_by_stat
     ]
     .map(String::from)
     .to_vec();
-    let hits = kill_and_restart(&args, 5, 100, || committed_epoch(&db3));
+    let hits = kill_and_restart(&args, 5, 100, 8, || committed_epoch(&db3));
     assert!(hits >= 4, "only {hits} kills hit a running process");
     assert!(
         table_rows(&db, "keyed_features", "_row") == table_rows(&db3, "keyed_features", "_row"),

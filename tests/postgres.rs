@@ -281,7 +281,7 @@ fn a_file_run_killed_at_random_moments_resumes_exactly_once() {
 
     let url = fresh_database(&server, "run_killed");
     let args = restartable_run_args(&input, &url);
-    let hits = kill_and_restart(&args, 6, 150, || pg_committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 150, 12, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running process");
     assert_store_equals(&expected, &url);
 }
@@ -309,11 +309,12 @@ fn a_stream_killed_at_random_moments_resumes_exactly_once() {
     let expected = uninterrupted_run_tables(&server, &input, "stream_ref");
 
     let topic = fresh_topic("killed");
-    // Small markers intervals make many epochs, so every restart has commits to resume from.
+    // Small markers intervals make many epochs (about 60), so every restart has commits to
+    // resume from, and six kills at most six epochs apart leave work for each to land in.
     produce(&input, &topic, 4, &["--marker-rows", "2000"]);
     let url = fresh_database(&server, "stream_killed");
     let args = stream_args_to(&topic, &url, 3, &["--until-complete"]);
-    let hits = kill_and_restart(&args, 6, 400, || pg_committed_epoch(&url));
+    let hits = kill_and_restart(&args, 6, 400, 6, || pg_committed_epoch(&url));
     assert!(hits >= 5, "only {hits} kills hit a running stream");
     assert_store_equals(&expected, &url);
     assert_eq!(
