@@ -1,4 +1,8 @@
-//! What the benchmarks share: generated input and the shipped feature plan.
+//! What the benchmarks share: generated input, the shipped feature plan, and the dataflow run
+//! without a store that the scaling benchmarks time.
+
+#[allow(dead_code)] // not every benchmark runs the dataflow
+pub mod run;
 
 use riskflow::gen::{write_records, GenOptions};
 use riskflow::plan::{FeaturePlan, FeatureSetFile};
