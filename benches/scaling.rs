@@ -1,14 +1,19 @@
 //! The 1 × 2 speed-up on the compute-bound part (parse + features; see `common/run.rs`), timed
 //! in alternating pairs: one run with 1 worker, then one with 2, over and over, in one process.
 //!
-//!   cargo bench --bench scaling            # 15 pairs of runs over 500,000 records
-//!   PAIRS=40 cargo bench --bench scaling   # more pairs
+//!   cargo bench --bench scaling                         # 10 pairs of runs over 2,000,000 records
+//!   RECORDS=500000 PAIRS=30 cargo bench --bench scaling
 //!
-//! Criterion (`benches/dataflow.rs`) times all runs of one worker count before the other. On a
-//! shared 2-core VM, one worker's speed was seen to move by half between minutes, which moved
-//! the ratio of two such groups by as much; a pair's two runs are a fraction of a second apart,
-//! so the median ratio of pairs holds still where the ratio of two groups does not. Prints the
-//! median records/s of each worker count and the median (and range) of the pairs' ratios.
+//! Runs this long weigh the start and the end of a run (threads starting, the last epochs
+//! draining) little; a 2-worker run of 500,000 records takes about a tenth of a second, and its
+//! pairs' ratios spread twice as wide.
+//!
+//! Criterion (`benches/dataflow.rs`) times all runs of one worker count before the other. On the
+//! shared 2-core VM this was written on, one worker's speed moved by up to half from one run to
+//! the next and between minutes, and the ratio of two such groups with it; the median of many
+//! pairs' ratios, each pair's runs a second apart, moved less (1.57x-1.73x over four runs of this
+//! bench where criterion's groups gave 1.2x-1.7x). Prints the median records/s of each worker
+//! count and the median (and range) of the pairs' ratios.
 //! Without `--bench` (as `cargo test --all-targets` runs it) it makes one small pair, to check
 //! that it runs.
 
@@ -25,8 +30,10 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let (records, pairs) = if measuring {
-        let pairs = std::env::var("PAIRS").map_or(15, |p| p.parse().expect("PAIRS is a number"));
-        (500_000, pairs)
+        let number = |name: &str, default: u64| {
+            std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+        };
+        (number("RECORDS", 2_000_000), number("PAIRS", 10) as usize)
     } else {
         (20_000, 1)
     };
