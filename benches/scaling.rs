@@ -11,8 +11,8 @@
 //! Criterion (`benches/dataflow.rs`) times all runs of one worker count before the other. On the
 //! shared 2-core VM this was written on, one worker's speed moved by up to half from one run to
 //! the next and between minutes, and the ratio of two such groups with it; the median of many
-//! pairs' ratios, each pair's runs a second apart, moved less (1.57x-1.73x over four runs of this
-//! bench where criterion's groups gave 1.2x-1.7x). Prints the median records/s of each worker
+//! pairs' ratios, each pair's runs a second apart, moved less (1.37x-1.73x over nine runs of this
+//! bench, where criterion's groups gave 1.20x-1.72x). Prints the median records/s of each worker
 //! count and the median (and range) of the pairs' ratios.
 //! Without `--bench` (as `cargo test --all-targets` runs it) it makes one small pair, to check
 //! that it runs.
