@@ -54,10 +54,11 @@ fn main() {
     }
     let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let high = ratios.iter().copied().fold(0.0, f64::max);
+    let [one, two] = rates;
     println!(
         "parse + features, {records} records, pairs of runs: {pairs}; 1 worker {:.2} M records/s, 2 workers {:.2} M records/s (medians); 2 workers / 1 worker: median {:.2}x (pairs {low:.2}x-{high:.2}x)",
-        median(rates[0].clone()),
-        median(rates[1].clone()),
+        median(one),
+        median(two),
         median(ratios),
     );
 }
