@@ -106,7 +106,7 @@ pub struct BackfillArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Records per epoch (file input).
-    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 16_384)]
+    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = Chunking::EPOCH_ROWS)]
     pub epoch_rows: u64,
     /// Print only the one-line summary.
     #[arg(short, long)]
@@ -351,7 +351,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Records per epoch: the unit of ordering and of store transactions.
-    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = 16_384)]
+    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = Chunking::EPOCH_ROWS)]
     pub epoch_rows: u64,
     /// Serve Prometheus metrics on this address (GET /metrics) while the run lasts.
     #[arg(long, env = "RISKFLOW_METRICS_ADDR")]

@@ -11,12 +11,13 @@ use riskflow::source::{Chunking, FileSource, Poll, RawChunk, Source, SourceError
 
 /// `records` generated records (dated 2008–2018, with quirks) as a file run's source makes them:
 /// read by [`FileSource`] from a temporary file, in chunks of `Chunking::CHUNK_ROWS` and epochs
-/// of the run's default 16,384 rows.
+/// of the run's default `Chunking::EPOCH_ROWS`.
 pub fn file_chunks(records: u64) -> Vec<RawChunk> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("records.csv");
     std::fs::write(&path, super::generated(records, 2008, 11)).unwrap();
-    let mut source = FileSource::open(&path, Chunking::with_epoch_rows(16_384), None).unwrap();
+    let mut source =
+        FileSource::open(&path, Chunking::with_epoch_rows(Chunking::EPOCH_ROWS), None).unwrap();
     let mut chunks = Vec::new();
     loop {
         match source.poll().unwrap() {

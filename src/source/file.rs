@@ -31,6 +31,9 @@ impl Chunking {
     /// are ordinary allocations, large enough to amortise per-chunk work.
     pub const CHUNK_ROWS: usize = 1024;
 
+    /// Records per epoch unless a run asks for another size (`--epoch-rows`).
+    pub const EPOCH_ROWS: u64 = 16_384;
+
     /// Chunks of [`Self::CHUNK_ROWS`] records and epochs of `epoch_rows` rounded up to whole chunks.
     pub fn with_epoch_rows(epoch_rows: u64) -> Chunking {
         let epoch_rows = epoch_rows.max(1);
