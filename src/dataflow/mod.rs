@@ -18,7 +18,9 @@
 //!
 //! Timestamps are epochs: consecutive runs of `_row`s fixed by the source. An epoch is written
 //! once the frontier has passed it everywhere, so the store only ever holds whole epochs, and
-//! the output never depends on the number of workers. A version registered while a stream runs
+//! the output never depends on the number of workers, nor on which worker parsed a chunk: a
+//! chunk goes to the process its hash picks, and there to the worker with the fewest records
+//! waiting to be parsed (`ParseQueues`). A version registered while a stream runs
 //! reaches the graph as a newer plan on worker 0's plan input, at the epoch that worker is
 //! reading; every later epoch is computed and stored under it ([`windows`] says how new
 //! features start from the kept history). Rows travel in batches that share one text
@@ -50,6 +52,7 @@ use crate::sink::{EpochBatch, FeatureBatch, FeatureRow, Sink, SinkError};
 use crate::source::{Poll, RawChunk, Source, SourceError};
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::count::CountTotal;
+use operators::ParseQueues;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -343,6 +346,8 @@ pub struct RunState {
     /// stream with more workers than partitions, they take turns setting it; a sourceless worker
     /// then only parks longer or shorter.)
     source_held_back: AtomicBool,
+    /// Records waiting to be parsed on each of this process's workers.
+    parse_queues: ParseQueues,
     error: Mutex<Option<RunError>>,
     report: Mutex<RunReport>,
     stop: Mutex<StopVotes>,
@@ -488,15 +493,18 @@ pub fn run(
     options: EngineOptions,
 ) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    let workers = options.workers.max(1);
+    // This process's workers are global workers `first_here..first_here + workers`.
+    let first_here = options.cluster.as_ref().map_or(0, |c| c.process * workers);
     let state = Arc::new(RunState {
         table: job.plan.table.clone(),
+        parse_queues: ParseQueues::new(first_here, workers),
         ..RunState::default()
     });
     let sinks: Mutex<Vec<Option<Box<dyn Sink>>>> =
         Mutex::new(sinks.into_iter().map(Some).collect());
     let job = job.clone();
     let shared = Arc::clone(&state);
-    let workers = options.workers.max(1);
     let (allocators, network) = match &options.cluster {
         Some(cluster) => {
             cluster::exit_when_a_peer_fails();
@@ -519,7 +527,6 @@ pub fn run(
         };
         // This process's sinks go to its workers in order: worker 0 writes checkpoints, the
         // others the rows routed to them.
-        let first_here = options.cluster.as_ref().map_or(0, |c| c.process * workers);
         let mut writers = Writers {
             row_writers: if options.every_worker_writes {
                 (0..peers).collect()
@@ -638,7 +645,8 @@ pub fn run(
                     state.source_held_back.store(held_back, Ordering::Relaxed);
                     if !held_back {
                         match source.poll() {
-                            Ok(Poll::Ready(chunk)) => {
+                            Ok(Poll::Ready(mut chunk)) => {
+                                chunk.read_here = true;
                                 handle.raw.send(chunk);
                                 handle.raw.flush();
                                 fed = true;

@@ -40,6 +40,11 @@ pub struct RawChunk {
     pub ends: Vec<u32>,
     /// Records the source already knows to be unreadable, by index.
     pub rejected: Vec<(u32, Rejection)>,
+    /// Set by the engine when it takes the chunk from a source of this process; not encoded, so
+    /// a chunk that crossed to another process arrives without it. Only such chunks are counted
+    /// in this process's parse queues (see `dataflow::ParseQueues`).
+    #[serde(skip)]
+    pub read_here: bool,
 }
 
 /// Why a source rejected a record before parsing.
