@@ -4,6 +4,7 @@
 #   scripts/bench-cluster.sh                          # 5,000,000 generated rows
 #   ROWS=1000000 scripts/bench-cluster.sh             # smaller
 #   PAIRS=8 BENCH_DIR=/dev/shm/rf scripts/bench-cluster.sh
+#   RUN_ARGS="--epoch-rows 65536" scripts/bench-cluster.sh
 #
 # `run dataflows/features.toml` into CSV (so that the store is not the bound: parse + features)
 # as 1 process × 1 worker, 1 × 2 and 2 × 1 (two processes on loopback), then a backfill of
@@ -13,7 +14,8 @@
 # With PAIRS=N it then times N alternating pairs of a 1 × 2 run and a 2 × 1 run and prints the
 # median and range of the pairs' ratios (2 × 1's time over 1 × 2's): on a shared VM whose speed
 # drifts between minutes, one run of each says little about that ratio. BENCH_DIR puts the
-# input and outputs elsewhere (a tmpfs keeps disk writeback out of the timings).
+# input and outputs elsewhere (a tmpfs keeps disk writeback out of the timings). RUN_ARGS are
+# added to every `run` (not to the backfill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-5000000}
@@ -48,7 +50,7 @@ timed() { # label, then a shell command
 }
 
 echo "riskflow run dataflows/features.toml -> CSV, $ROWS generated records"
-run="$bin run dataflows/features.toml --input $input -q"
+run="$bin run dataflows/features.toml --input $input -q ${RUN_ARGS:-}"
 timed "1 process x 1 worker" "$run --store csv:$dir/c11.csv -w 1"
 one_by_two="$run --store csv:$dir/c12.csv -w 2"
 timed "1 process x 2 workers" "$one_by_two"
