@@ -59,16 +59,13 @@ impl ParseQueues {
     /// workers parses one never changes a result (rows meet again in `_row` order).
     fn route(&self, chunk: &RawChunk, peers: usize) -> u64 {
         let hashed = (batch_route(chunk.first_row) % peers as u64) as usize;
+        // Only chunks taken from a source here are counted: only they are uncounted when parsed.
         let Some(local) = hashed
             .checked_sub(self.first)
-            .filter(|&i| i < self.waiting.len())
+            .filter(|&i| i < self.waiting.len() && chunk.read_here)
         else {
             return hashed as u64;
         };
-        if !chunk.read_here {
-            // Only chunks taken from a source here are uncounted when parsed.
-            return hashed as u64;
-        }
         let workers = self.waiting.len();
         let least = (0..workers)
             .map(|offset| (local + offset) % workers)
@@ -937,7 +934,6 @@ mod tests {
         RawChunk {
             first_row,
             ends: (1..=records).collect(),
-            data: vec![b'x'; records as usize],
             read_here: true,
             ..RawChunk::default()
         }
