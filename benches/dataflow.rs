@@ -1,6 +1,6 @@
 //! The compute-bound part of a run, parse + features, through the real dataflow graph with 1 and
 //! 2 workers, on 500,000 generated records (see `common/run.rs` for what is and is not run).
-//! `benches/scaling.rs` times the same runs in alternating pairs for the 1 × 2 speed-up.
+//! `benches/scaling.rs` times the same runs, and 2 processes × 1 worker, in alternating rounds.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 

@@ -3,9 +3,9 @@
 //! in-memory source, under the versioned plan of `dataflows/features.toml`, with no store (every
 //! epoch is computed, stamped and counted, then dropped). The file reader thread and the store
 //! writer, which a real run also runs on these cores, are left out on purpose: this is what more
-//! workers can speed up.
+//! workers, or more processes, can speed up.
 
-use riskflow::dataflow::{run, single_source, EngineOptions, Job};
+use riskflow::dataflow::{run, single_source, Cluster, EngineOptions, Job, SourceFactory};
 use riskflow::record::YearRange;
 use riskflow::source::{Chunking, FileSource, Poll, RawChunk, Source, SourceError};
 
@@ -44,6 +44,19 @@ pub fn features_job() -> Job {
 
 /// Runs `job` over `chunks` on `workers` worker threads, with no store.
 pub fn parse_and_features(job: &Job, chunks: Vec<RawChunk>, workers: usize) {
+    parse_and_features_in_cluster(job, chunks, 1, workers)
+}
+
+/// Runs `job` over `chunks` as `processes` cluster processes of `workers` worker threads each,
+/// with no store. The processes are threads of this one, connected over loopback TCP as
+/// separate processes are: every message between them is encoded, sent and decoded. Process 0
+/// holds the source, as in a file run.
+pub fn parse_and_features_in_cluster(
+    job: &Job,
+    chunks: Vec<RawChunk>,
+    processes: usize,
+    workers: usize,
+) {
     let records = chunks.iter().map(|c| c.len() as u64).sum();
     let source = InMemory {
         chunks: chunks.into_iter(),
@@ -51,13 +64,39 @@ pub fn parse_and_features(job: &Job, chunks: Vec<RawChunk>, workers: usize) {
         handed: 0,
         records,
     };
-    let options = EngineOptions {
+    let addresses: Vec<String> = (0..processes)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let options = |process: usize| EngineOptions {
         workers,
+        cluster: (processes > 1).then(|| Cluster {
+            process,
+            addresses: addresses.clone(),
+        }),
         ..EngineOptions::default()
     };
-    let report =
-        run(job, single_source(Box::new(source)), Vec::new(), options).expect("the run succeeds");
-    assert_eq!(report.records_read, records);
+    let others: Vec<_> = (1..processes)
+        .map(|process| {
+            let (job, options) = (job.clone(), options(process));
+            let no_source: SourceFactory = Box::new(|_, _, _| Ok(None));
+            std::thread::spawn(move || run(&job, no_source, Vec::new(), options))
+        })
+        .collect();
+    // Each process counts the records its workers parsed.
+    let mut parsed = run(job, single_source(Box::new(source)), Vec::new(), options(0))
+        .expect("the run succeeds")
+        .records_read;
+    for other in others {
+        parsed += other
+            .join()
+            .unwrap()
+            .expect("the run succeeds")
+            .records_read;
+    }
+    assert_eq!(parsed, records);
 }
 
 /// Hands out chunks that are already in memory.

@@ -317,18 +317,21 @@ impl RunReport {
     }
 }
 
-/// Longest a worker sleeps with nothing to do. Sources and the store writer wake it when they
-/// have something; the bound covers wake-ups nobody sends (measured: 1 ms here cost a third of
-/// the throughput of a file run).
+/// Longest a worker with a source sleeps while it has nothing to do: the source's wake-ups are
+/// not all sent (measured: 1 ms here cost a third of the throughput of a file run).
 const MAX_PARK: Duration = Duration::from_micros(100);
 
-/// Longest a worker sleeps while its source, or the source of a worker that has one, is held
-/// back for the store to catch up. The store writer's commit wakes the worker whose sink it is,
-/// and that worker's progress wakes the others. With the short bound above, workers waiting on a
-/// slow store spent a fifth of a run into PostgreSQL waking up to find nothing to do (the worker
-/// without a source: 1.9 s of CPU in a 13 s run, 0.46 s with this one); the short bound stays
-/// for the rest, where waking early was measured to keep a file run faster.
-const HELD_BACK_PARK: Duration = Duration::from_millis(5);
+/// Longest a worker sleeps when only a message can give it work: it has no source, or its source
+/// is held back for the store to catch up. Every message wakes it: another worker's data or
+/// progress, a store writer's commit (its operator's activator); the bound only covers a failure
+/// or a stop elsewhere. With the short bound above, such workers woke thousands of times a
+/// second to find nothing to do, on cores the others needed:
+///
+/// - waiting on a slow store, a fifth of a run into PostgreSQL (the worker without a source:
+///   1.9 s of CPU in a 13 s run, 0.46 s with this bound);
+/// - in a cluster on one 2-core host, process 1's worker (2 × 1, 5,000,000 records into CSV:
+///   the two processes took 0.26 s less CPU with this bound, 3.30 s instead of 3.56 s).
+const IDLE_PARK: Duration = Duration::from_millis(5);
 
 /// How many rows of each version the report keeps for display.
 const PREVIEW_ROWS: usize = 4;
@@ -341,11 +344,6 @@ pub struct RunState {
     records_read: AtomicU64,
     filtered: AtomicU64,
     failed: AtomicBool,
-    /// The last of this process's sources to poll was waiting for the store to catch up: a
-    /// worker without a source has nothing to hurry for either. (With several sources, e.g. a
-    /// stream with more workers than partitions, they take turns setting it; a sourceless worker
-    /// then only parks longer or shorter.)
-    source_held_back: AtomicBool,
     /// Records waiting to be parsed on each of this process's workers.
     parse_queues: ParseQueues,
     error: Mutex<Option<RunError>>,
@@ -642,7 +640,6 @@ pub fn run(
                     let ahead =
                         durable.is_some_and(|d| open >= d.saturating_add(options.epochs_in_flight));
                     held_back = ahead && open != Epoch::MAX;
-                    state.source_held_back.store(held_back, Ordering::Relaxed);
                     if !held_back {
                         match source.poll() {
                             Ok(Poll::Ready(mut chunk)) => {
@@ -686,12 +683,11 @@ pub fn run(
             }
             if fed {
                 worker.step();
-            } else if held_back
-                || (my_source.is_none() && state.source_held_back.load(Ordering::Relaxed))
-            {
-                worker.step_or_park(Some(HELD_BACK_PARK));
             } else {
-                let wait = my_source.as_ref().map_or(MAX_PARK, |s| s.idle_wait());
+                let wait = match &my_source {
+                    Some(source) if !held_back => source.idle_wait(),
+                    _ => IDLE_PARK,
+                };
                 worker.step_or_park(Some(wait));
             }
         }
