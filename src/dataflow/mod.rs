@@ -330,7 +330,7 @@ const MAX_PARK: Duration = Duration::from_micros(100);
 /// - waiting on a slow store, a fifth of a run into PostgreSQL (the worker without a source:
 ///   1.9 s of CPU in a 13 s run, 0.46 s with this bound);
 /// - in a cluster on one 2-core host, process 1's worker (2 × 1, 5,000,000 records into CSV:
-///   the two processes took 0.26 s less CPU with this bound, 3.30 s instead of 3.56 s).
+///   the two processes took 3.28 s of CPU instead of 3.48 s, medians of eight alternations).
 const IDLE_PARK: Duration = Duration::from_millis(5);
 
 /// How many rows of each version the report keeps for display.
