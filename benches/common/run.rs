@@ -64,7 +64,9 @@ pub fn parse_and_features_in_cluster(
         handed: 0,
         records,
     };
+    // A process alone needs no address.
     let addresses: Vec<String> = (0..processes)
+        .filter(|_| processes > 1)
         .map(|_| {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().to_string()

@@ -317,8 +317,10 @@ impl RunReport {
     }
 }
 
-/// Longest a worker with a source sleeps while it has nothing to do: the source's wake-ups are
-/// not all sent (measured: 1 ms here cost a third of the throughput of a file run).
+/// Longest a worker sleeps while an early stop is under way or a cluster is starting, when what
+/// it waits for may come without a wake-up. (A worker whose source has nothing yet sleeps for the
+/// source's `idle_wait`, by default as long: 1 ms there cost a third of the throughput of a file
+/// run.)
 const MAX_PARK: Duration = Duration::from_micros(100);
 
 /// Longest a worker sleeps when only a message can give it work: it has no source, or its source
