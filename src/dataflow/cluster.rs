@@ -2,10 +2,10 @@
 //! goes away.
 //!
 //! The processes connect to each other before timely starts: process `p` listens on its
-//! hostfile address for the processes after it and connects to those before it, retrying every
-//! few milliseconds until they are up. Each connection starts with a handshake that names the
-//! process and checks that both sides run the same `-n` and `-w`, so a mistyped command line is
-//! a clear error rather than a hang. (timely's own set-up polls for connections once a second,
+//! hostfile address for the processes after it and connects to those before it, retrying until
+//! they are up (after 1 ms, then twice as long each time, up to 50 ms). Each connection starts
+//! with a handshake that names the process and checks that both sides run the same `-n` and
+//! `-w`, so a mistyped command line is a clear error rather than a hang. (timely's own set-up polls for connections once a second,
 //! which cost every cluster start about a second.) The connected sockets are then handed to
 //! timely's network layer.
 
@@ -91,8 +91,11 @@ pub(super) fn exit_when_a_peer_fails() {
 const HANDSHAKE_MAGIC: [u8; 8] = *b"riskflow";
 /// How long a peer may take to send its handshake once connected.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between attempts to reach a process that is not listening yet.
-const CONNECT_RETRY: Duration = Duration::from_millis(20);
+/// Pauses between attempts to reach a process that is not listening yet: the first is short,
+/// because processes started together are usually a few milliseconds apart (a refused connection
+/// costs little), and each is twice the last, up to the longest.
+const FIRST_CONNECT_RETRY: Duration = Duration::from_millis(1);
+const LONGEST_CONNECT_RETRY: Duration = Duration::from_millis(50);
 /// How often a process that waits for its peers says so in the log.
 const WAITING_NOTICE: Duration = Duration::from_secs(10);
 
@@ -215,6 +218,7 @@ fn connect_to(process: usize, address: &str, me: Handshake) -> Result<TcpStream,
     let failed =
         |e: io::Error| format!("the handshake with process {process} at {address} failed: {e}");
     let mut noticed = Instant::now();
+    let mut retry = FIRST_CONNECT_RETRY;
     let mut stream = loop {
         let error = match TcpStream::connect(address) {
             // A connection to a local port nobody listens on yet can be the kernel connecting
@@ -233,7 +237,8 @@ fn connect_to(process: usize, address: &str, me: Handshake) -> Result<TcpStream,
             );
             noticed = Instant::now();
         }
-        std::thread::sleep(CONNECT_RETRY);
+        std::thread::sleep(retry);
+        retry = (retry * 2).min(LONGEST_CONNECT_RETRY);
     };
     stream.set_nodelay(true).map_err(failed)?;
     me.write_to(&mut stream).map_err(failed)?;
