@@ -5,9 +5,9 @@
 //! hostfile address for the processes after it and connects to those before it, retrying until
 //! they are up (after 1 ms, then twice as long each time, up to 50 ms). Each connection starts
 //! with a handshake that names the process and checks that both sides run the same `-n` and
-//! `-w`, so a mistyped command line is a clear error rather than a hang. (timely's own set-up polls for connections once a second,
-//! which cost every cluster start about a second.) The connected sockets are then handed to
-//! timely's network layer.
+//! `-w`, so a mistyped command line is a clear error rather than a hang. (timely's own set-up
+//! polls for connections once a second, which cost every cluster start about a second.) The
+//! connected sockets are then handed to timely's network layer.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
