@@ -51,7 +51,9 @@ use crate::record::{LoanBatch, YearRange};
 use crate::sink::{EpochBatch, FeatureBatch, FeatureRow, Sink, SinkError};
 use crate::source::{Poll, RawChunk, Source, SourceError};
 use differential_dataflow::difference::Semigroup;
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::operators::count::CountTotal;
+use differential_dataflow::trace::implementations::{KeyBatcher, KeySpine};
 use operators::ParseQueues;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -61,6 +63,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::core::{Concatenate, Exchange, Inspect, Probe};
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::{InputHandle, ProbeHandle, StreamVec};
@@ -227,7 +230,17 @@ pub fn build<'scope>(
         .as_ref()
         .map(|r| r.stats.iter().cloned().collect())
         .unwrap_or_default();
-    let stat_totals = stat_deltas.count_total().inner.flat_map(
+    // The totals are summed where they are stored, on worker 0: the deltas come from process
+    // 0's workers, so in a cluster they never cross to another process and back.
+    let stat_totals = arrange_core::<_, _, KeyBatcher<_, _, _>, KeySpine<_, _, _>>(
+        stat_deltas.map(|key| (key, ())).inner,
+        ExchangePact::new(|_: &((StatKey, ()), Epoch, StatDelta)| 0),
+        "Stats at worker 0",
+        KeyBatcher::new,
+    )
+    .count_total()
+    .inner
+    .flat_map(
         move |((key, total), time, diff): ((StatKey, StatDelta), Epoch, isize)| {
             (diff > 0).then(|| {
                 let mut total = total;
