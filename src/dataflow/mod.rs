@@ -2,15 +2,16 @@
 //!
 //! ```text
 //!  source ──chunks──▶ ParseRecords ──rows──▶ OrderedWindows ──rows──▶ JoinKeyed ──▶ StampVersions ──┐
-//!  (file/S3/Kafka,    (every worker,  │      (one worker: global  │     ▲ (keyed     (version in force │
-//!   _row assigned)     by chunk)      │       windows, epochs in  │     │  values     at the row's date;│
-//!                                     │       _row order)    keyed│     │  filled in) process 0's       │
-//!                                     │                           │     │             workers, by batch)│
-//!                                     │                           │     │                  │ stat deltas │
-//!  catalog watcher ──newer plans──────┼──────────▶┘          rows ▼     │                  ▼             │
-//!  (live versions)                    │                     ApplyKeyed ─┘ (by key    count_total         │
-//!                                     │                                    value)   (differential)       │
-//!                                     └──dead letters────────────────────────────────────┴──▶ WriteToStore ◀┘
+//!  (file/S3/Kafka,    (every worker,  and    (one worker: global  │     ▲ (keyed     (version in force │
+//!   _row assigned)     by chunk)      dead    windows, epochs in  │     │  values     at the row's date;│
+//!                                     letters _row order;    keyed│     │  filled in) process 0's       │
+//!                                             dead letters        │     │             workers, by batch)│
+//!                                             on at once)         │     │                  │ stat deltas │
+//!  catalog watcher ──newer plans─────────────┼───▶┘          rows ▼     │                  ▼             │
+//!  (live versions)                           │              ApplyKeyed ─┘ (by key    count_total         │
+//!                                            │                             value)   (differential,       │
+//!                                            │                                       on worker 0)        │
+//!                                            └──dead letters─────────────────────────────┴──▶ WriteToStore ◀┘
 //!                                                          (worker 0, one tx and checkpoint per epoch; on a
 //!                                                           shared store, WriteRows on every other worker
 //!                                                           writes the rows routed to it first)
@@ -216,10 +217,10 @@ pub fn build<'scope>(
         scope.index(),
         scope.peers(),
     );
-    let (rows, dead_letters) = raw.parse_records(job.years, Arc::clone(&state));
+    let parsed = raw.parse_records(job.years, Arc::clone(&state));
     let at = writers.window_worker;
-    let (events, keyed_work) =
-        rows.ordered_windows(plans, Windows::new(plan.clone(), windows, history), at);
+    let (events, keyed_work, dead_letters) =
+        parsed.ordered_windows(plans, Windows::new(plan.clone(), windows, history), at);
     let (items, stat_deltas) = events
         .join_keyed(keyed_work.apply_keyed(keyed), plan, at)
         // Process 0's workers stamp: the window worker is its last.

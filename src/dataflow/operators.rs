@@ -84,30 +84,27 @@ impl ParseQueues {
 /// Decodes raw chunks into rows, in parallel on every worker.
 pub trait ParseRecords<'scope> {
     /// Rows of the wanted years (one batch per chunk, in `_row` order), and the records that
-    /// could not be read.
+    /// could not be read, in one stream: they travel together to the window worker, one message
+    /// where two streams would need two (in a cluster, each crosses between processes).
     fn parse_records(
         self,
         years: YearRange,
         state: Arc<RunState>,
-    ) -> (
-        StreamVec<'scope, Epoch, LoanBatch>,
-        StreamVec<'scope, Epoch, DeadLetter>,
-    );
+    ) -> StreamVec<'scope, Epoch, Parsed>;
 }
+
+/// A chunk's rows, or a record of it that could not be read.
+pub type Parsed = Result<LoanBatch, DeadLetter>;
 
 impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
     fn parse_records(
         self,
         years: YearRange,
         state: Arc<RunState>,
-    ) -> (
-        StreamVec<'scope, Epoch, LoanBatch>,
-        StreamVec<'scope, Epoch, DeadLetter>,
-    ) {
+    ) -> StreamVec<'scope, Epoch, Parsed> {
         let mut parser = RecordParser::default();
         let (me, peers) = (self.scope().index(), self.scope().peers());
         let router = Arc::clone(&state);
-        type Parsed = Result<LoanBatch, DeadLetter>;
         self.unary::<CapacityContainerBuilder<Vec<Parsed>>, _, _, _>(
             Exchange::new(move |chunk: &RawChunk| router.parse_queues.route(chunk, peers)),
             "ParseRecords",
@@ -153,7 +150,6 @@ impl<'scope> ParseRecords<'scope> for StreamVec<'scope, Epoch, RawChunk> {
                 }
             },
         )
-        .ok_err(|parsed| parsed)
     }
 }
 
@@ -175,7 +171,8 @@ pub enum WindowEvent {
 /// `plans` carries newer plans (live versions); one sent at epoch `e` is taken on before the
 /// rows of `e`, so every epoch is computed under one plan.
 pub trait OrderedWindows<'scope> {
-    /// All rows meet on worker `at` (see [`crate::dataflow::Writers::window_worker`]).
+    /// All rows meet on worker `at` (see [`crate::dataflow::Writers::window_worker`]); the
+    /// dead letters that come with them are passed on at once.
     fn ordered_windows(
         self,
         plans: StreamVec<'scope, Epoch, FeaturePlan>,
@@ -184,6 +181,7 @@ pub trait OrderedWindows<'scope> {
     ) -> (
         StreamVec<'scope, Epoch, WindowEvent>,
         StreamVec<'scope, Epoch, KeyedWork>,
+        StreamVec<'scope, Epoch, DeadLetter>,
     );
 }
 
@@ -210,7 +208,7 @@ impl OpenEpoch {
     }
 }
 
-impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
+impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, Parsed> {
     fn ordered_windows(
         self,
         plans: StreamVec<'scope, Epoch, FeaturePlan>,
@@ -219,13 +217,14 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
     ) -> (
         StreamVec<'scope, Epoch, WindowEvent>,
         StreamVec<'scope, Epoch, KeyedWork>,
+        StreamVec<'scope, Epoch, DeadLetter>,
     ) {
         let peers = self.scope().peers();
         let to = at as u64;
-        type Out = Result<WindowEvent, KeyedWork>;
-        self.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
+        type Out = Result<Result<WindowEvent, KeyedWork>, DeadLetter>;
+        let out = self.binary_frontier::<_, CapacityContainerBuilder<Vec<Out>>, _, _, _, _>(
             plans,
-            Exchange::new(move |_: &LoanBatch| to),
+            Exchange::new(move |_: &Parsed| to),
             Exchange::new(move |_: &FeaturePlan| to),
             "OrderedWindows",
             move |_, _| {
@@ -233,10 +232,14 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
                 move |(rows, rows_frontier), (plans, plans_frontier), output| {
                     let port = output.output_index();
                     rows.for_each_stamp(|cap, data| {
-                        if let Some(epoch) = OpenEpoch::of(&mut open, &cap, port) {
-                            epoch
-                                .batches
-                                .extend(data.flat_map(|container| container.drain(..)));
+                        let mut epoch = OpenEpoch::of(&mut open, &cap, port);
+                        let mut session = output.session(&cap);
+                        for parsed in data.flat_map(|container| container.drain(..)) {
+                            match (parsed, &mut epoch) {
+                                (Ok(batch), Some(epoch)) => epoch.batches.push(batch),
+                                (Ok(_), None) => {}
+                                (Err(dead), _) => session.give(Err(dead)),
+                            }
                         }
                     });
                     plans.for_each_stamp(|cap, data| {
@@ -263,13 +266,13 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
                         let changed = plan.is_some_and(|plan| windows.take_on(plan));
                         if changed {
                             let plan = windows.plan();
-                            session.give(Ok(WindowEvent::Plan(plan.clone())));
+                            session.give(Ok(Ok(WindowEvent::Plan(plan.clone()))));
                             session.give_iterator((0..peers).map(|owner| {
-                                Err(KeyedWork {
+                                Ok(Err(KeyedWork {
                                     owner: owner as u32,
                                     plan: Some(plan.clone()),
                                     ..KeyedWork::default()
-                                })
+                                }))
                             }));
                         }
                         if batches.is_empty() && !changed {
@@ -277,15 +280,18 @@ impl<'scope> OrderedWindows<'scope> for StreamVec<'scope, Epoch, LoanBatch> {
                         }
                         batches.sort_unstable_by_key(LoanBatch::first_row);
                         let (windowed, keyed) = windows.apply(batches, peers);
-                        session.give_iterator(keyed.into_iter().map(Err));
-                        session
-                            .give_iterator(windowed.into_iter().map(|w| Ok(WindowEvent::Rows(w))));
-                        session.give(Ok(WindowEvent::State(windows.state())));
+                        session.give_iterator(keyed.into_iter().map(|k| Ok(Err(k))));
+                        session.give_iterator(
+                            windowed.into_iter().map(|w| Ok(Ok(WindowEvent::Rows(w)))),
+                        );
+                        session.give(Ok(Ok(WindowEvent::State(windows.state()))));
                     }
                 }
             },
-        )
-        .ok_err(|out| out)
+        );
+        let (out, dead_letters): (StreamVec<'scope, Epoch, _>, _) = out.ok_err(|out: Out| out);
+        let (events, keyed_work) = out.ok_err(|out: Result<WindowEvent, KeyedWork>| out);
+        (events, keyed_work, dead_letters)
     }
 }
 
@@ -924,8 +930,13 @@ mod tests {
     use super::*;
     use crate::dataflow::{History, Windows};
     use crate::features::Window;
-    use crate::record::{Date, LoanRow};
+    use crate::record::{Date, LoanRow, Reason};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
     use timely::dataflow::operators::capture::{Capture, Event};
+    use timely::dataflow::operators::core::Inspect;
     use timely::dataflow::operators::Input;
 
     /// A chunk of `records` records starting at `first_row`, as the engine takes it from a
@@ -1020,14 +1031,14 @@ mod tests {
             let (index, peers) = (worker.index(), worker.peers());
             let start = start.clone();
             let (mut rows_in, mut plans_in, captured) = worker.dataflow::<Epoch, _, _>(|scope| {
-                let (rows_in, rows) = scope.new_input::<Vec<LoanBatch>>();
+                let (rows_in, rows) = scope.new_input::<Vec<Parsed>>();
                 let (plans_in, plans) = scope.new_input::<Vec<FeaturePlan>>();
                 let defs = start.definitions();
                 let plan = start.clone();
                 let windows: Vec<Window> = defs.iter().map(Window::new).collect();
                 let keyed = KeyedWindows::new(defs, windows.clone(), index, peers);
                 let windows = Windows::new(start, windows, History::new(1_000, true));
-                let (events, work) = rows.ordered_windows(plans, windows, peers - 1);
+                let (events, work, _) = rows.ordered_windows(plans, windows, peers - 1);
                 let joined = events.join_keyed(work.apply_keyed(keyed), &plan, peers - 1);
                 (rows_in, plans_in, joined.capture())
             });
@@ -1042,7 +1053,7 @@ mod tests {
                     plans_in.send(plan.clone());
                 }
                 for batch in batches {
-                    rows_in.send(batch.clone());
+                    rows_in.send(Ok(batch.clone()));
                 }
             }
             drop((rows_in, plans_in));
@@ -1159,6 +1170,69 @@ mod tests {
             assert_eq!(plans, [(1, 2)], "{workers} workers");
             assert_eq!(rows, expected, "{workers} workers");
         }
+    }
+
+    #[test]
+    fn dead_letters_that_come_with_rows_are_passed_on_before_their_epoch_is_complete() {
+        // Worker 0 sends rows and a dead letter at epoch 0, and the plan input keeps the epoch
+        // open: the dead letter comes out of the window worker (1) at once, the rows only once
+        // epoch 0 is complete.
+        let passed_on = Arc::new(AtomicBool::new(false));
+        let guards = timely::execute(timely::Config::process(2), move |worker| {
+            let index = worker.index();
+            let dead_seen = Rc::new(RefCell::new(Vec::new()));
+            let events_seen = Rc::new(RefCell::new(0));
+            let (mut rows_in, plans_in) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (rows_in, rows) = scope.new_input::<Vec<Parsed>>();
+                let (plans_in, plans) = scope.new_input::<Vec<FeaturePlan>>();
+                let plan = plan(&[&[("f", "sma(2)")]]);
+                let windows: Vec<Window> = plan.definitions().iter().map(Window::new).collect();
+                let windows = Windows::new(plan, windows, History::new(0, true));
+                let (events, _, dead) = rows.ordered_windows(plans, windows, 1);
+                let seen = Rc::clone(&dead_seen);
+                dead.inspect_core(move |event| {
+                    if let Ok((stamp, letters)) = event {
+                        let epoch = *stamp.least().expect("a time");
+                        let rows = letters.iter().map(|d: &DeadLetter| (epoch, d.row));
+                        seen.borrow_mut().extend(rows);
+                    }
+                });
+                let seen = Rc::clone(&events_seen);
+                events.inspect(move |_| *seen.borrow_mut() += 1);
+                (rows_in, plans_in)
+            });
+            let dead = DeadLetter {
+                row: 3,
+                application_date: None,
+                reason: Reason::FieldCount,
+                detail: "two fields".into(),
+                raw: b"a,b".to_vec(),
+            };
+            if index == 0 {
+                rows_in.send(Ok(batch(&[(1, 10.0), (2, 20.0)])));
+                rows_in.send(Err(dead));
+            }
+            // Sends the rows on; the plan input keeps epoch 0 open.
+            rows_in.advance_to(1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !passed_on.load(Ordering::SeqCst) && Instant::now() < deadline {
+                worker.step();
+                if !dead_seen.borrow().is_empty() {
+                    passed_on.store(true, Ordering::SeqCst);
+                }
+            }
+            let before_the_epoch_closed = (dead_seen.borrow().clone(), *events_seen.borrow());
+            drop((rows_in, plans_in));
+            while worker.step() {}
+            let after = *events_seen.borrow();
+            (index, before_the_epoch_closed, after)
+        })
+        .unwrap();
+        let mut results: Vec<_> = guards.join().into_iter().map(Result::unwrap).collect();
+        results.sort();
+        assert_eq!(results[0], (0, (vec![], 0), 0));
+        // Rows, then the windows' state.
+        assert_eq!(results[1], (1, (vec![(0, 3)], 0), 2));
     }
 
     #[test]
