@@ -91,10 +91,11 @@ pub(super) fn exit_when_a_peer_fails() {
 const HANDSHAKE_MAGIC: [u8; 8] = *b"riskflow";
 /// How long a peer may take to send its handshake once connected.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pauses between attempts to reach a process that is not listening yet: the first is short,
-/// because processes started together are usually a few milliseconds apart (a refused connection
-/// costs little), and each is twice the last, up to the longest.
+/// The first pause between attempts to reach a process that is not listening yet: short,
+/// because processes started together are usually a few milliseconds apart (a refused
+/// connection costs little). Each pause is twice the last, up to [`LONGEST_CONNECT_RETRY`].
 const FIRST_CONNECT_RETRY: Duration = Duration::from_millis(1);
+/// The longest pause between attempts to reach a process that is not listening yet.
 const LONGEST_CONNECT_RETRY: Duration = Duration::from_millis(50);
 /// How often a process that waits for its peers says so in the log.
 const WAITING_NOTICE: Duration = Duration::from_secs(10);
