@@ -13,7 +13,9 @@
 #
 # With PAIRS=N it then times N alternating pairs of a 1 × 2 run and a 2 × 1 run and prints the
 # median and range of the pairs' ratios (2 × 1's time over 1 × 2's): on a shared VM whose speed
-# drifts between minutes, one run of each says little about that ratio. BENCH_DIR puts the
+# drifts between minutes, one run of each says little about that ratio. Each run's CPU time (user
+# and system, of all its processes) is shown beside its wall-clock time: both shapes keep the two
+# cores busy, so what 2 × 1 spends on crossing between its processes shows there, with less noise. BENCH_DIR puts the
 # input and outputs elsewhere (a tmpfs keeps disk writeback out of the timings). RUN_ARGS are
 # added to every `run` (not to the backfill).
 set -euo pipefail
@@ -31,21 +33,23 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-seconds() { # a shell command; prints its wall-clock seconds
-    local start end
+seconds() { # a shell command; prints its wall-clock seconds and the CPU seconds of its processes
     rm -f "$dir"/c[0-9][0-9].csv "$dir"/c[0-9][0-9].csv.dead_letter.csv
     sync # the previous run's output still being written back to disk would slow this one
-    start=$(date +%s.%N)
-    bash -c "$*" >/dev/null
-    end=$(date +%s.%N)
-    python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$end"
+    python3 -c '
+import resource, subprocess, sys, time
+start = time.monotonic()
+subprocess.run(["bash", "-c", sys.argv[1]], stdout=subprocess.DEVNULL, check=True)
+took = time.monotonic() - start
+cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(took, cpu.ru_utime + cpu.ru_stime)' "$*"
 }
 
 timed() { # label, then a shell command
     local label=$1 took
     shift
     took=$(seconds "$@")
-    python3 -c "import sys; t = float(sys.argv[1]); print(f'{sys.argv[2]:<40} {t:7.2f} s {int(sys.argv[3]) / t:>12,.0f} records/s')" \
+    python3 -c "import sys; t, c = map(float, sys.argv[1].split()); print(f'{sys.argv[2]:<40} {t:7.2f} s {int(sys.argv[3]) / t:>12,.0f} records/s  (CPU {c:.2f} s)')" \
         "$took" "$label" "$ROWS"
 }
 
@@ -61,14 +65,20 @@ timed "2 processes x 1 worker (loopback)" "$two_by_one"
 
 if [ "$PAIRS" -gt 0 ]; then
     echo "alternating pairs: a 1 x 2 run, then a 2 x 1 run"
-    ratios=()
+    pairs=()
     for pair in $(seq "$PAIRS"); do
         one=$(seconds "$one_by_two")
         two=$(seconds "$two_by_one")
-        ratios+=("$(python3 -c "import sys; print(float(sys.argv[2]) / float(sys.argv[1]))" "$one" "$two")")
-        printf 'pair %2d: 1 x 2 %5.2f s, 2 x 1 %5.2f s, 2 x 1 / 1 x 2 %.2fx\n' "$pair" "$one" "$two" "${ratios[-1]}"
+        pairs+=("$one,$two")
+        python3 -c "import sys; (t1, c1), (t2, c2) = (map(float, r.split()) for r in sys.argv[2:]); print(f'pair {int(sys.argv[1]):2}: 1 x 2 {t1:5.2f} s (CPU {c1:5.2f} s), 2 x 1 {t2:5.2f} s (CPU {c2:5.2f} s), 2 x 1 / 1 x 2 {t2 / t1:.2f}x (CPU {c2 / c1:.2f}x)')" \
+            "$pair" "$one" "$two"
     done
-    python3 -c "import statistics, sys; r = sorted(map(float, sys.argv[1:])); print(f'2 x 1 / 1 x 2 (time): median {statistics.median(r):.2f}x, pairs {r[0]:.2f}x-{r[-1]:.2f}x')" "${ratios[@]}"
+    python3 -c '
+import statistics, sys
+pairs = [[list(map(float, run.split())) for run in pair.split(",")] for pair in sys.argv[1:]]
+for what, i in (("time", 0), ("CPU", 1)):
+    r = sorted(two[i] / one[i] for one, two in pairs)
+    print(f"2 x 1 / 1 x 2 ({what}): median {statistics.median(r):.2f}x, pairs {r[0]:.2f}x-{r[-1]:.2f}x")' "${pairs[@]}"
 fi
 
 echo "riskflow backfill --version 2 --years 2008-2011 -> SQLite holding the run's versions"
