@@ -38,11 +38,12 @@ seconds() { # a shell command; prints its wall-clock seconds and the CPU seconds
     sync # the previous run's output still being written back to disk would slow this one
     python3 -c '
 import resource, subprocess, sys, time
-start = time.monotonic()
+def cpu():  # of the children waited for so far (a launcher such as a pyenv shim has some)
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+before, start = cpu(), time.monotonic()
 subprocess.run(["bash", "-c", sys.argv[1]], stdout=subprocess.DEVNULL, check=True)
-took = time.monotonic() - start
-cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(took, cpu.ru_utime + cpu.ru_stime)' "$*"
+print(time.monotonic() - start, cpu() - before)' "$*"
 }
 
 timed() { # label, then a shell command
