@@ -101,12 +101,12 @@ pub struct BackfillArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Worker threads.
-    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
+    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub workers: usize,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Records per epoch (file input).
-    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = Chunking::EPOCH_ROWS)]
+    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = Chunking::EPOCH_ROWS, value_parser = at_least_one::<u64>)]
     pub epoch_rows: u64,
     /// Print only the one-line summary.
     #[arg(short, long)]
@@ -168,6 +168,19 @@ pub struct PlotArgs {
     pub version: Option<u32>,
 }
 
+/// A count that has to be at least one: workers, processes, partitions, rows per epoch, ….
+fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let value: T = text.parse().map_err(|e| format!("{e}"))?;
+    if value < T::from(1) {
+        return Err("must be at least 1".to_owned());
+    }
+    Ok(value)
+}
+
 fn parse_date(text: &str) -> Result<Date, String> {
     Date::parse(text).ok_or_else(|| format!("`{text}` is not a date (YYYY-MM-DD)"))
 }
@@ -225,7 +238,7 @@ impl StoreArgs {
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Processes in the cluster, each with `-w` workers (1: this process runs alone).
-    #[arg(short = 'n', long, env = "RISKFLOW_PROCESSES", default_value_t = 1)]
+    #[arg(short = 'n', long, env = "RISKFLOW_PROCESSES", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub processes: usize,
     /// This process's index in the cluster, 0 to N-1 (process 0 writes the checkpoints; on a
     /// PostgreSQL/Redshift store every worker of every process writes its share of the rows,
@@ -284,16 +297,16 @@ pub struct ProduceArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Partitions of the topic when it is created.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one::<i32>)]
     pub partitions: i32,
     /// Rows per second (default: as fast as the broker takes them).
     #[arg(long)]
     pub rate: Option<u64>,
     /// Longest time between progress markers, in milliseconds.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one::<u64>)]
     pub marker_interval_ms: u64,
     /// Most rows between progress markers (the largest epoch a consumer sees).
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, value_parser = at_least_one::<u64>)]
     pub marker_rows: u64,
 }
 
@@ -309,7 +322,7 @@ pub struct StreamArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Worker threads; worker i (of all processes) reads the partitions p with p % workers == i.
-    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
+    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub workers: usize,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -346,12 +359,12 @@ pub struct RunArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     /// Worker threads.
-    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1)]
+    #[arg(short = 'w', long, env = "RISKFLOW_WORKERS", default_value_t = 1, value_parser = at_least_one::<usize>)]
     pub workers: usize,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Records per epoch: the unit of ordering and of store transactions.
-    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = Chunking::EPOCH_ROWS)]
+    #[arg(long, env = "RISKFLOW_EPOCH_ROWS", default_value_t = Chunking::EPOCH_ROWS, value_parser = at_least_one::<u64>)]
     pub epoch_rows: u64,
     /// Serve Prometheus metrics on this address (GET /metrics) while the run lasts.
     #[arg(long, env = "RISKFLOW_METRICS_ADDR")]
@@ -530,11 +543,11 @@ fn produce_command(args: ProduceArgs) -> anyhow::Result<()> {
         years: args.years,
         brokers: args.kafka.brokers,
         topic: args.kafka.topic,
-        partitions: args.partitions.max(1),
+        partitions: args.partitions,
         rate: args.rate,
         format: args.kafka.format,
-        marker_interval: Duration::from_millis(args.marker_interval_ms.max(1)),
-        marker_rows: args.marker_rows.max(1),
+        marker_interval: Duration::from_millis(args.marker_interval_ms),
+        marker_rows: args.marker_rows,
         progress: std::io::stderr().is_terminal(),
     };
     let report = produce(&options)?;
@@ -581,7 +594,7 @@ fn stream_command(args: StreamArgs) -> anyhow::Result<()> {
         catalog_poll: (args.catalog_poll_ms > 0)
             .then(|| Duration::from_millis(args.catalog_poll_ms)),
         engine: EngineOptions {
-            workers: args.workers.max(1),
+            workers: args.workers,
             progress: std::io::stderr().is_terminal(),
             stop: Some(stop),
             history_rows: args.history_rows,
@@ -618,7 +631,7 @@ fn backfill_command(args: BackfillArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("dataflows/features.toml"));
     let dataflow = LoadedDataflow::load(&path)?.backfill(args.version, args.years);
     let engine = EngineOptions {
-        workers: args.workers.max(1),
+        workers: args.workers,
         progress: std::io::stderr().is_terminal(),
         cluster: args.cluster.cluster()?,
         ..EngineOptions::default()
@@ -692,7 +705,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<()> {
         store,
         catalog: args.store.catalog,
         engine: EngineOptions {
-            workers: args.workers.max(1),
+            workers: args.workers,
             progress: std::io::stderr().is_terminal(),
             cluster: args.cluster.cluster()?,
             ..EngineOptions::default()

@@ -231,3 +231,58 @@ fn plot_draws_a_png_with_every_series_and_refuses_an_empty_range() {
     assert!(stderr.contains("nothing to plot"), "{stderr}");
     assert!(!dir.path().join("none.png").exists(), "no empty picture");
 }
+
+#[test]
+fn counts_of_zero_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.csv", 50, "2008-2008", &[]);
+    let store = sqlite_store(&dir.path().join("out.db"));
+    let run = [
+        "run",
+        "dataflows/features.toml",
+        "--input",
+        input.to_str().unwrap(),
+        "--store",
+        &store,
+    ];
+    let refused = |args: &[&str], flag: &str| {
+        let out = riskflow(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains(&format!("invalid value '0' for '{flag}"))
+                && stderr.contains("must be at least 1"),
+            "{args:?}: {stderr}"
+        );
+    };
+    refused(&[&run[..], &["-w", "0"]].concat(), "--workers");
+    refused(&[&run[..], &["-n", "0"]].concat(), "--processes");
+    refused(&[&run[..], &["--epoch-rows", "0"]].concat(), "--epoch-rows");
+    let produce = [
+        "produce",
+        "--brokers",
+        "127.0.0.1:1",
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    refused(
+        &[&produce[..], &["--partitions", "0"]].concat(),
+        "--partitions",
+    );
+    refused(
+        &[&produce[..], &["--marker-rows", "0"]].concat(),
+        "--marker-rows",
+    );
+    refused(
+        &[&produce[..], &["--marker-interval-ms", "0"]].concat(),
+        "--marker-interval-ms",
+    );
+    // A profile's value goes through the same check.
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(&profile, "workers = 0\n").unwrap();
+    refused(
+        &[&["--config", profile.to_str().unwrap()][..], &run[..]].concat(),
+        "--workers",
+    );
+    assert!(!dir.path().join("out.db").exists(), "nothing ran");
+}
