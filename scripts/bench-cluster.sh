@@ -15,9 +15,9 @@
 # median and range of the pairs' ratios (2 × 1's time over 1 × 2's): on a shared VM whose speed
 # drifts between minutes, one run of each says little about that ratio. Each run's CPU time (user
 # and system, of all its processes) is shown beside its wall-clock time: both shapes keep the two
-# cores busy, so what 2 × 1 spends on crossing between its processes shows there, with less noise. BENCH_DIR puts the
-# input and outputs elsewhere (a tmpfs keeps disk writeback out of the timings). RUN_ARGS are
-# added to every `run` (not to the backfill).
+# cores busy, so what 2 × 1 spends on crossing between its processes shows there, with less
+# noise. BENCH_DIR puts the input and outputs elsewhere (a tmpfs keeps disk writeback out of the
+# timings). RUN_ARGS are added to every `run` (not to the backfill).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${ROWS:-5000000}
